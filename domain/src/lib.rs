@@ -1,0 +1,12 @@
+//! recall's pure model: aggregates decide commands into events and apply events to state.
+//! Nothing here does I/O, reads a clock or draws a random number: time, new ids and facts from outside
+//! arrive in the command, in the envelope, or through a small trait the caller passes in.
+
+pub mod aggregate;
+pub mod envelope;
+pub mod hlc;
+pub mod site;
+
+pub use aggregate::{Aggregate, DomainEvent};
+pub use envelope::{Actor, ActorParseError, CommandMeta, Envelope};
+pub use hlc::{HlcParseError, HlcTimestamp};
