@@ -1,1 +1,308 @@
-fn main() {}
+//! The `recall` binary: command-line interface and wiring only. It connects the database (external, or the
+//! embedded private cluster), runs migrations, and starts the parts of recall that this process runs.
+
+mod embedded_pg;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use recall_commands::{CommandService, EventLog, LogConfig, LogMetrics};
+use recall_domain::site::{Site, SiteCommand};
+use recall_domain::CommandMeta;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use embedded_pg::EmbeddedPostgres;
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "recall",
+    version,
+    about = "recall: event-sourced call recording"
+)]
+struct Cli {
+    /// Log format on standard error.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+struct Database {
+    /// PostgreSQL server to use. Without it, recall runs a private cluster under --data-dir.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Where recall keeps its data (the embedded database, and later spooled recordings).
+    #[arg(long, default_value = "./recall-data")]
+    data_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run recall: the API, the event log's sequencer, and (as they arrive) the recorder and projections.
+    Serve {
+        #[command(flatten)]
+        database: Database,
+        /// Address the HTTP API (GraphQL, metrics) listens on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: SocketAddr,
+        /// This site's name; every event appended here names it as its origin.
+        #[arg(long, default_value = "local")]
+        site: String,
+        /// This process's name within the site (default: the host name).
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Apply the database migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        database: Database,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("recall: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("recall: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Serve {
+            database,
+            http,
+            site,
+            node,
+        } => serve(database, http, site, node).await,
+        Command::Migrate { database } => {
+            let (pool, embedded) = connect(&database).await?;
+            let result = migrate(&pool).await;
+            pool.close().await;
+            stop_embedded(embedded).await;
+            result
+        }
+    }
+}
+
+/// Connects to the configured server, or starts the embedded one.
+async fn connect(database: &Database) -> Result<(PgPool, Option<EmbeddedPostgres>)> {
+    let (options, embedded) = match &database.database_url {
+        Some(url) => {
+            let options: PgConnectOptions = url
+                .parse()
+                .context("--database-url is not a valid PostgreSQL URL")?;
+            (options, None)
+        }
+        None => {
+            let embedded = EmbeddedPostgres::start(&database.data_dir)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot run the embedded database under {}",
+                        database.data_dir.display()
+                    )
+                })?;
+            (embedded.connect_options(), Some(embedded))
+        }
+    };
+    let pool = PgPoolOptions::new()
+        .max_connections(32)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await;
+    match pool {
+        Ok(pool) => Ok((pool, embedded)),
+        Err(e) => {
+            stop_embedded(embedded).await;
+            Err(e).context("cannot connect to the database")
+        }
+    }
+}
+
+async fn migrate(pool: &PgPool) -> Result<()> {
+    recall_migrations::MIGRATOR
+        .run(pool)
+        .await
+        .context("cannot apply the database migrations")?;
+    tracing::info!("database migrations applied");
+    Ok(())
+}
+
+async fn stop_embedded(embedded: Option<EmbeddedPostgres>) {
+    if let Some(embedded) = embedded {
+        if let Err(e) = embedded.stop().await {
+            tracing::warn!(error = %e, "the embedded database did not stop cleanly");
+        }
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "node".to_owned())
+}
+
+async fn serve(
+    database: Database,
+    http: SocketAddr,
+    site: String,
+    node: Option<String>,
+) -> Result<()> {
+    let node = node.unwrap_or_else(host_name);
+    let (pool, embedded) = connect(&database).await?;
+    let result = serve_on(
+        pool.clone(),
+        http,
+        site,
+        node,
+        &database.data_dir,
+        embedded.is_some(),
+    )
+    .await;
+    pool.close().await;
+    stop_embedded(embedded).await;
+    result
+}
+
+async fn serve_on(
+    pool: PgPool,
+    http: SocketAddr,
+    site: String,
+    node: String,
+    data_dir: &Path,
+    embedded: bool,
+) -> Result<()> {
+    migrate(&pool).await?;
+    let registry = prometheus::Registry::new();
+    let metrics = LogMetrics::register(&registry).context("cannot register metrics")?;
+    let log = EventLog::open(pool, LogConfig::new(site.clone(), node.clone()), metrics)
+        .await
+        .context("cannot open the event log")?;
+    let shutdown = CancellationToken::new();
+    let tasks = log.spawn(true, shutdown.clone());
+
+    let sites = CommandService::<Site>::with_snapshots(log.clone(), (), 100);
+    let meta = || CommandMeta::system(format!("node:{node}"));
+    sites
+        .execute(
+            &site,
+            SiteCommand::RecordNodeStart {
+                node: node.clone(),
+                version: VERSION.to_owned(),
+            },
+            meta(),
+        )
+        .await
+        .context("cannot record this node's start in the log")?;
+
+    let listener = tokio::net::TcpListener::bind(http)
+        .await
+        .with_context(|| format!("cannot listen on {http}"))?;
+    let address = listener
+        .local_addr()
+        .context("cannot read the listening address")?;
+    tracing::info!(
+        %address, site, node, embedded, data_dir = %data_dir.display(),
+        "recall is listening on http://{address}/graphql"
+    );
+    let app = recall_graphql::router(recall_graphql::ApiState {
+        log: log.clone(),
+        registry,
+        version: VERSION,
+    });
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(stop_signal())
+        .await;
+
+    tracing::info!("shutting down");
+    let stopped = sites
+        .execute(
+            &site,
+            SiteCommand::RecordNodeStop { node: node.clone() },
+            meta(),
+        )
+        .await;
+    if let Err(e) = stopped {
+        tracing::warn!(error = %e, "could not record this node's stop in the log");
+    } else {
+        // Give the sequencer a moment to number the stop before it is told to end.
+        let _ = tokio::time::timeout(Duration::from_secs(5), wait_sequenced(&log)).await;
+    }
+    shutdown.cancel();
+    for task in tasks {
+        let _ = task.await;
+    }
+    served.context("the HTTP server failed")
+}
+
+async fn wait_sequenced(log: &Arc<EventLog>) {
+    while let Ok(status) = log.status().await {
+        if status.unsequenced == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
