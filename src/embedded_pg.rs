@@ -68,46 +68,25 @@ pub enum EmbeddedError {
     #[error("{0}")]
     Layout(String),
     #[error("initdb failed for {} ({status}):\n{output}", .pgdata.display())]
-    Initdb {
-        pgdata: PathBuf,
-        status: ExitStatus,
-        output: String,
-    },
+    Initdb { pgdata: PathBuf, status: ExitStatus, output: String },
     #[error(
         "a PostgreSQL server (pid {pid}) is running on {} and belongs to another running recall (pid {parent}); \
          stop it or use another data directory",
         .pgdata.display()
     )]
-    InUse {
-        pid: i32,
-        parent: i32,
-        pgdata: PathBuf,
-    },
+    InUse { pid: i32, parent: i32, pgdata: PathBuf },
     #[error(
         "a PostgreSQL server (pid {pid}) left from an earlier run still uses {} and did not stop within {secs} s of SIGINT",
         .pgdata.display()
     )]
-    StalePostmaster {
-        pid: i32,
-        pgdata: PathBuf,
-        secs: u64,
-    },
+    StalePostmaster { pid: i32, pgdata: PathBuf, secs: u64 },
     #[error("PostgreSQL exited while starting ({status}); last lines of {}:\n{tail}", .log.display())]
-    Exited {
-        status: ExitStatus,
-        log: PathBuf,
-        tail: String,
-    },
+    Exited { status: ExitStatus, log: PathBuf, tail: String },
     #[error(
         "PostgreSQL did not accept connections within {secs} s (last error: {last_error}); last lines of {}:\n{tail}",
         .log.display()
     )]
-    NotReady {
-        secs: u64,
-        last_error: String,
-        log: PathBuf,
-        tail: String,
-    },
+    NotReady { secs: u64, last_error: String, log: PathBuf, tail: String },
     #[error("could not create database `recall` in the embedded cluster: {0}")]
     CreateDatabase(#[source] sqlx::Error),
     #[error("PostgreSQL (pid {pid}) did not exit even after SIGQUIT and SIGKILL")]
@@ -160,9 +139,7 @@ impl EmbeddedPostgres {
             .open(&layout.log)
             .map_err(io(format!("cannot open {}", layout.log.display())))?;
         let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
-        let log_err = log
-            .try_clone()
-            .map_err(io(format!("cannot open {}", layout.log.display())))?;
+        let log_err = log.try_clone().map_err(io(format!("cannot open {}", layout.log.display())))?;
 
         let mut cmd = Command::new(&bins.postgres);
         cmd.arg("-D")
@@ -182,9 +159,7 @@ impl EmbeddedPostgres {
             // graceful shutdown; recall stops it itself, last.
             .process_group(0);
         run_as(&mut cmd, who);
-        let child = cmd
-            .spawn()
-            .map_err(io(format!("cannot start {}", bins.postgres.display())))?;
+        let child = cmd.spawn().map_err(io(format!("cannot start {}", bins.postgres.display())))?;
 
         let mut server = EmbeddedPostgres {
             child: Some(child),
@@ -236,10 +211,7 @@ impl EmbeddedPostgres {
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut conn = loop {
             if let Some(child) = self.child.as_mut() {
-                if let Some(status) = child
-                    .try_wait()
-                    .map_err(io("cannot poll the PostgreSQL process"))?
-                {
+                if let Some(status) = child.try_wait().map_err(io("cannot poll the PostgreSQL process"))? {
                     return Err(EmbeddedError::Exited {
                         status,
                         log: self.log.clone(),
@@ -247,16 +219,12 @@ impl EmbeddedPostgres {
                     });
                 }
             }
-            let last_error = match tokio::time::timeout(
-                Duration::from_secs(5),
-                PgConnection::connect_with(&admin),
-            )
-            .await
-            {
-                Ok(Ok(conn)) => break conn,
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => String::from("connection attempt timed out"),
-            };
+            let last_error =
+                match tokio::time::timeout(Duration::from_secs(5), PgConnection::connect_with(&admin)).await {
+                    Ok(Ok(conn)) => break conn,
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => String::from("connection attempt timed out"),
+                };
             if Instant::now() >= deadline {
                 return Err(EmbeddedError::NotReady {
                     secs: READY_TIMEOUT.as_secs(),
@@ -268,12 +236,11 @@ impl EmbeddedPostgres {
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
 
-        let exists: bool =
-            sqlx::query_scalar("select exists(select 1 from pg_database where datname = $1)")
-                .bind(DATABASE)
-                .fetch_one(&mut conn)
-                .await
-                .map_err(EmbeddedError::CreateDatabase)?;
+        let exists: bool = sqlx::query_scalar("select exists(select 1 from pg_database where datname = $1)")
+            .bind(DATABASE)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(EmbeddedError::CreateDatabase)?;
         if !exists {
             tracing::info!("creating database {DATABASE} in the embedded cluster");
             // The name is a constant identifier; CREATE DATABASE takes no bind parameters.
@@ -342,10 +309,7 @@ pub(crate) struct Binaries {
 }
 
 /// First directory on `path_var` holding both binaries, else the highest `<root>/<version>/bin`.
-pub(crate) fn locate_binaries(
-    path_var: Option<&OsStr>,
-    search_roots: &[&Path],
-) -> Result<Binaries, EmbeddedError> {
+pub(crate) fn locate_binaries(path_var: Option<&OsStr>, search_roots: &[&Path]) -> Result<Binaries, EmbeddedError> {
     if let Some(path_var) = path_var {
         for dir in std::env::split_paths(path_var) {
             if dir.as_os_str().is_empty() {
@@ -373,8 +337,7 @@ pub(crate) fn locate_binaries(
             }
         }
     }
-    best.map(|(_, bins)| bins)
-        .ok_or(EmbeddedError::BinariesNotFound)
+    best.map(|(_, bins)| bins).ok_or(EmbeddedError::BinariesNotFound)
 }
 
 /// "15" -> [15], "9.6" -> [9, 6]; anything else is not a version directory.
@@ -383,10 +346,7 @@ fn parse_version(name: &str) -> Option<Vec<u64>> {
 }
 
 fn binaries_in(dir: &Path) -> Option<Binaries> {
-    let bins = Binaries {
-        initdb: dir.join("initdb"),
-        postgres: dir.join("postgres"),
-    };
+    let bins = Binaries { initdb: dir.join("initdb"), postgres: dir.join("postgres") };
     (is_executable(&bins.initdb) && is_executable(&bins.postgres)).then_some(bins)
 }
 
@@ -409,10 +369,7 @@ fn server_user() -> Result<Option<RunAs>, EmbeddedError> {
         return Ok(None);
     }
     match User::from_name(SERVER_USER) {
-        Ok(Some(user)) if !user.uid.is_root() => Ok(Some(RunAs {
-            uid: user.uid,
-            gid: user.gid,
-        })),
+        Ok(Some(user)) if !user.uid.is_root() => Ok(Some(RunAs { uid: user.uid, gid: user.gid })),
         Ok(_) => Err(EmbeddedError::NoServerUser),
         Err(e) => Err(sys(format!("cannot look up user {SERVER_USER}"))(e)),
     }
@@ -427,10 +384,8 @@ fn run_as(cmd: &mut Command, who: Option<RunAs>) {
 
 fn chown_to(path: &Path, who: Option<RunAs>) -> Result<(), EmbeddedError> {
     match who {
-        Some(who) => nix::unistd::chown(path, Some(who.uid), Some(who.gid)).map_err(sys(format!(
-            "cannot chown {} to {SERVER_USER}",
-            path.display()
-        ))),
+        Some(who) => nix::unistd::chown(path, Some(who.uid), Some(who.gid))
+            .map_err(sys(format!("cannot chown {} to {SERVER_USER}", path.display()))),
         None => Ok(()),
     }
 }
@@ -478,12 +433,8 @@ fn prepare_layout(data_dir: &Path, who: Option<RunAs>) -> Result<Layout, Embedde
     DirBuilder::new()
         .recursive(true)
         .create(data_dir)
-        .map_err(io(format!(
-            "cannot create data directory {}",
-            data_dir.display()
-        )))?;
-    let data_dir =
-        fs::canonicalize(data_dir).map_err(io(format!("cannot resolve {}", data_dir.display())))?;
+        .map_err(io(format!("cannot create data directory {}", data_dir.display())))?;
+    let data_dir = fs::canonicalize(data_dir).map_err(io(format!("cannot resolve {}", data_dir.display())))?;
     let hash = short_hash(&data_dir);
     let link = data_dir.join("postgres");
     let blocked = who.and_then(|who| unsearchable_ancestor(&data_dir, who));
@@ -529,11 +480,7 @@ fn prepare_layout(data_dir: &Path, who: Option<RunAs>) -> Result<Layout, Embedde
     };
     prepare_socket_dir(&socket_dir, who)?;
 
-    Ok(Layout {
-        pgdata,
-        socket_dir,
-        log: data_dir.join("postgres.log"),
-    })
+    Ok(Layout { pgdata, socket_dir, log: data_dir.join("postgres.log") })
 }
 
 fn socket_path_fits(dir: &Path) -> bool {
@@ -542,12 +489,7 @@ fn socket_path_fits(dir: &Path) -> bool {
 
 /// The server user cannot enter the data directory (e.g. under /root, mode 700): keep the cluster
 /// under /var/lib/recall/clusters/<hash> and link `<data_dir>/postgres` to it.
-fn fallback_cluster(
-    link: &Path,
-    hash: &str,
-    blocked: &Path,
-    who: RunAs,
-) -> Result<PathBuf, EmbeddedError> {
+fn fallback_cluster(link: &Path, hash: &str, blocked: &Path, who: RunAs) -> Result<PathBuf, EmbeddedError> {
     let clusters = Path::new(FALLBACK_CLUSTERS);
     DirBuilder::new()
         .recursive(true)
@@ -613,16 +555,12 @@ fn prepare_socket_dir(dir: &Path, who: Option<RunAs>) -> Result<(), EmbeddedErro
             DirBuilder::new()
                 .mode(0o700)
                 .create(dir)
-                .map_err(io(format!(
-                    "cannot create socket directory {}",
-                    dir.display()
-                )))?;
+                .map_err(io(format!("cannot create socket directory {}", dir.display())))?;
         }
         Err(e) => return Err(io(format!("cannot inspect {}", dir.display()))(e)),
     }
     chown_to(dir, who)?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-        .map_err(io(format!("cannot chmod {}", dir.display())))
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io(format!("cannot chmod {}", dir.display())))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -642,11 +580,7 @@ async fn initdb(bins: &Binaries, pgdata: &Path, who: Option<RunAs>) -> Result<()
     Err(EmbeddedError::Initdb {
         pgdata: pgdata.to_path_buf(),
         status: second.status,
-        output: format!(
-            "{}\n--- retried with --no-locale ---\n{}",
-            combined_output(&first),
-            combined_output(&second)
-        ),
+        output: format!("{}\n--- retried with --no-locale ---\n{}", combined_output(&first), combined_output(&second)),
     })
 }
 
@@ -665,17 +599,11 @@ async fn run_initdb(
         .stdin(Stdio::null())
         .current_dir("/");
     run_as(&mut cmd, who);
-    cmd.output()
-        .await
-        .map_err(io(format!("cannot run {}", bins.initdb.display())))
+    cmd.output().await.map_err(io(format!("cannot run {}", bins.initdb.display())))
 }
 
 fn combined_output(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -690,12 +618,8 @@ async fn stop_stale_postmaster(pgdata: &Path) -> Result<(), EmbeddedError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(io(format!("cannot read {}", pid_file.display()))(e)),
     };
-    let Some(pid) = text
-        .lines()
-        .next()
-        .and_then(|line| line.trim().parse::<i32>().ok())
-        .filter(|pid| *pid > 0)
-        .map(Pid::from_raw)
+    let Some(pid) =
+        text.lines().next().and_then(|line| line.trim().parse::<i32>().ok()).filter(|pid| *pid > 0).map(Pid::from_raw)
     else {
         return Ok(());
     };
@@ -754,10 +678,7 @@ fn parent_pid(pid: Pid) -> Option<Pid> {
 
 /// Whether `pid` runs the same executable as this process (another recall).
 fn same_executable(pid: Pid) -> bool {
-    let (Ok(theirs), Ok(ours)) = (
-        fs::read_link(format!("/proc/{pid}/exe")),
-        std::env::current_exe(),
-    ) else {
+    let (Ok(theirs), Ok(ours)) = (fs::read_link(format!("/proc/{pid}/exe")), std::env::current_exe()) else {
         return false;
     };
     theirs == ours
@@ -795,8 +716,7 @@ mod tests {
     use super::*;
 
     fn scratch_dir(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("recall-embedded-{name}-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("recall-embedded-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         let _ = fs::create_dir_all(&dir);
         dir
@@ -832,10 +752,7 @@ mod tests {
         }
         let found = locate_binaries(None, &[root.as_path()]);
         let _ = fs::remove_dir_all(&root);
-        assert_eq!(
-            found.ok().map(|b| b.initdb),
-            Some(root.join("15").join("bin").join("initdb"))
-        );
+        assert_eq!(found.ok().map(|b| b.initdb), Some(root.join("15").join("bin").join("initdb")));
     }
 
     #[test]
@@ -843,15 +760,9 @@ mod tests {
         let root = scratch_dir("pathwins");
         fake_bin(&root.join("on-path"));
         fake_bin(&root.join("lib").join("16").join("bin"));
-        let found = locate_binaries(
-            Some(root.join("on-path").as_os_str()),
-            &[root.join("lib").as_path()],
-        );
+        let found = locate_binaries(Some(root.join("on-path").as_os_str()), &[root.join("lib").as_path()]);
         let _ = fs::remove_dir_all(&root);
-        assert_eq!(
-            found.ok().map(|b| b.postgres),
-            Some(root.join("on-path").join("postgres"))
-        );
+        assert_eq!(found.ok().map(|b| b.postgres), Some(root.join("on-path").join("postgres")));
     }
 
     #[test]
@@ -860,10 +771,7 @@ mod tests {
         let closed = root.join("closed");
         let _ = fs::create_dir_all(closed.join("inner"));
         let _ = fs::set_permissions(&closed, fs::Permissions::from_mode(0o700));
-        let stranger = RunAs {
-            uid: Uid::from_raw(54_321),
-            gid: Gid::from_raw(54_321),
-        };
+        let stranger = RunAs { uid: Uid::from_raw(54_321), gid: Gid::from_raw(54_321) };
         let blocked = unsearchable_ancestor(&closed.join("inner"), stranger);
         let open = unsearchable_ancestor(&root, stranger);
         let _ = fs::remove_dir_all(&root);
@@ -873,9 +781,7 @@ mod tests {
 
     #[test]
     fn long_socket_paths_are_detected() {
-        assert!(socket_path_fits(Path::new(
-            "/tmp/recall-pg-0123456789abcdef"
-        )));
+        assert!(socket_path_fits(Path::new("/tmp/recall-pg-0123456789abcdef")));
         assert!(!socket_path_fits(&Path::new("/").join("x".repeat(100))));
         assert_eq!(short_hash(Path::new("/var/lib/recall")).len(), 16);
     }
@@ -892,17 +798,13 @@ mod tests {
         let result = async {
             let pg = EmbeddedPostgres::start(&dir).await?;
             let mut conn = PgConnection::connect_with(&pg.connect_options()).await?;
-            sqlx::raw_sql("create table kept (n int); insert into kept values (42)")
-                .execute(&mut conn)
-                .await?;
+            sqlx::raw_sql("create table kept (n int); insert into kept values (42)").execute(&mut conn).await?;
             conn.close().await?;
             pg.stop().await?;
 
             let pg = EmbeddedPostgres::start(&dir).await?;
             let mut conn = PgConnection::connect_with(&pg.connect_options()).await?;
-            let n: i32 = sqlx::query_scalar("select n from kept")
-                .fetch_one(&mut conn)
-                .await?;
+            let n: i32 = sqlx::query_scalar("select n from kept").fetch_one(&mut conn).await?;
             conn.close().await?;
             pg.stop().await?;
             Ok::<i32, Box<dyn std::error::Error>>(n)

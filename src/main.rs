@@ -22,11 +22,7 @@ use embedded_pg::EmbeddedPostgres;
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "recall",
-    version,
-    about = "recall: event-sourced call recording"
-)]
+#[command(name = "recall", version, about = "recall: event-sourced call recording")]
 struct Cli {
     /// Log format on standard error.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -97,9 +93,7 @@ fn main() -> std::process::ExitCode {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -108,12 +102,7 @@ fn init_tracing(format: LogFormat) {
 
 async fn run(command: Command) -> Result<()> {
     match command {
-        Command::Serve {
-            database,
-            http,
-            site,
-            node,
-        } => serve(database, http, site, node).await,
+        Command::Serve { database, http, site, node } => serve(database, http, site, node).await,
         Command::Migrate { database } => {
             let (pool, embedded) = connect(&database).await?;
             let result = migrate(&pool).await;
@@ -128,28 +117,18 @@ async fn run(command: Command) -> Result<()> {
 async fn connect(database: &Database) -> Result<(PgPool, Option<EmbeddedPostgres>)> {
     let (options, embedded) = match &database.database_url {
         Some(url) => {
-            let options: PgConnectOptions = url
-                .parse()
-                .context("--database-url is not a valid PostgreSQL URL")?;
+            let options: PgConnectOptions = url.parse().context("--database-url is not a valid PostgreSQL URL")?;
             (options, None)
         }
         None => {
             let embedded = EmbeddedPostgres::start(&database.data_dir)
                 .await
-                .with_context(|| {
-                    format!(
-                        "cannot run the embedded database under {}",
-                        database.data_dir.display()
-                    )
-                })?;
+                .with_context(|| format!("cannot run the embedded database under {}", database.data_dir.display()))?;
             (embedded.connect_options(), Some(embedded))
         }
     };
-    let pool = PgPoolOptions::new()
-        .max_connections(32)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect_with(options)
-        .await;
+    let pool =
+        PgPoolOptions::new().max_connections(32).acquire_timeout(Duration::from_secs(10)).connect_with(options).await;
     match pool {
         Ok(pool) => Ok((pool, embedded)),
         Err(e) => {
@@ -160,10 +139,7 @@ async fn connect(database: &Database) -> Result<(PgPool, Option<EmbeddedPostgres
 }
 
 async fn migrate(pool: &PgPool) -> Result<()> {
-    recall_migrations::MIGRATOR
-        .run(pool)
-        .await
-        .context("cannot apply the database migrations")?;
+    recall_migrations::MIGRATOR.run(pool).await.context("cannot apply the database migrations")?;
     tracing::info!("database migrations applied");
     Ok(())
 }
@@ -184,23 +160,10 @@ fn host_name() -> String {
         .unwrap_or_else(|| "node".to_owned())
 }
 
-async fn serve(
-    database: Database,
-    http: SocketAddr,
-    site: String,
-    node: Option<String>,
-) -> Result<()> {
+async fn serve(database: Database, http: SocketAddr, site: String, node: Option<String>) -> Result<()> {
     let node = node.unwrap_or_else(host_name);
     let (pool, embedded) = connect(&database).await?;
-    let result = serve_on(
-        pool.clone(),
-        http,
-        site,
-        node,
-        &database.data_dir,
-        embedded.is_some(),
-    )
-    .await;
+    let result = serve_on(pool.clone(), http, site, node, &database.data_dir, embedded.is_some()).await;
     pool.close().await;
     stop_embedded(embedded).await;
     result
@@ -225,45 +188,33 @@ async fn serve_on(
 
     let sites = CommandService::<Site>::with_snapshots(log.clone(), (), 100);
     let meta = || CommandMeta::system(format!("node:{node}"));
-    sites
-        .execute(
-            &site,
-            SiteCommand::RecordNodeStart {
-                node: node.clone(),
-                version: VERSION.to_owned(),
-            },
-            meta(),
-        )
+    let started = sites
+        .execute(&site, SiteCommand::RecordNodeStart { node: node.clone(), version: VERSION.to_owned() }, meta())
         .await
         .context("cannot record this node's start in the log")?;
+    // Ready means the log works end to end: this node's start has its position.
+    for event in &started.events {
+        match log.wait_for_position(event.event_id, Duration::from_secs(10)).await {
+            Ok(Some(_)) => {}
+            Ok(None) => tracing::warn!(
+                "this node's start is not sequenced after 10 s: a long-running transaction may be holding the \
+                 sequencer back (see recall_log_unsequenced_events)"
+            ),
+            Err(e) => return Err(e).context("cannot read the event log"),
+        }
+    }
 
-    let listener = tokio::net::TcpListener::bind(http)
-        .await
-        .with_context(|| format!("cannot listen on {http}"))?;
-    let address = listener
-        .local_addr()
-        .context("cannot read the listening address")?;
+    let listener = tokio::net::TcpListener::bind(http).await.with_context(|| format!("cannot listen on {http}"))?;
+    let address = listener.local_addr().context("cannot read the listening address")?;
     tracing::info!(
         %address, site, node, embedded, data_dir = %data_dir.display(),
         "recall is listening on http://{address}/graphql"
     );
-    let app = recall_graphql::router(recall_graphql::ApiState {
-        log: log.clone(),
-        registry,
-        version: VERSION,
-    });
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(stop_signal())
-        .await;
+    let app = recall_graphql::router(recall_graphql::ApiState { log: log.clone(), registry, version: VERSION });
+    let served = axum::serve(listener, app).with_graceful_shutdown(stop_signal()).await;
 
     tracing::info!("shutting down");
-    let stopped = sites
-        .execute(
-            &site,
-            SiteCommand::RecordNodeStop { node: node.clone() },
-            meta(),
-        )
-        .await;
+    let stopped = sites.execute(&site, SiteCommand::RecordNodeStop { node: node.clone() }, meta()).await;
     if let Err(e) = stopped {
         tracing::warn!(error = %e, "could not record this node's stop in the log");
     } else {

@@ -13,9 +13,7 @@ pub struct HybridClock {
 
 impl std::fmt::Debug for HybridClock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HybridClock")
-            .field("node", &self.node_id())
-            .finish()
+        f.debug_struct("HybridClock").field("node", &self.node_id()).finish()
     }
 }
 
@@ -32,12 +30,7 @@ impl HybridClock {
         // uhlc ids must be non-zero.
         let id = u128::from_le_bytes(bytes).max(1);
         let id = uhlc::ID::try_from(id).unwrap_or_else(|_| uhlc::ID::rand());
-        Self {
-            hlc: uhlc::HLCBuilder::new()
-                .with_id(id)
-                .with_max_delta(MAX_DRIFT)
-                .build(),
-        }
+        Self { hlc: uhlc::HLCBuilder::new().with_id(id).with_max_delta(MAX_DRIFT).build() }
     }
 
     pub fn node_id(&self) -> u128 {
@@ -54,9 +47,7 @@ impl HybridClock {
     pub fn observe(&self, seen: HlcTimestamp) -> Result<(), ClockDrift> {
         let id = uhlc::ID::try_from(seen.node.max(1)).unwrap_or_else(|_| uhlc::ID::rand());
         let ts = uhlc::Timestamp::new(uhlc::NTP64(seen.time), id);
-        self.hlc
-            .update_with_timestamp(&ts)
-            .map_err(|reason| ClockDrift(seen, reason))
+        self.hlc.update_with_timestamp(&ts).map_err(|reason| ClockDrift(seen, reason))
     }
 }
 
@@ -86,9 +77,7 @@ mod tests {
     fn observing_a_later_timestamp_moves_the_clock_past_it() {
         let clock = HybridClock::for_node("paris", "node-1");
         let ahead = HlcTimestamp::new(clock.now().time + (10u64 << 32), 5);
-        clock
-            .observe(ahead)
-            .expect("10 s ahead is within the drift limit");
+        clock.observe(ahead).expect("10 s ahead is within the drift limit");
         assert!(clock.now() > ahead);
     }
 

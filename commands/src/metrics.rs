@@ -1,8 +1,6 @@
 //! Prometheus metrics of the write side: commands, the sequencer, and how far the log head lags.
 
-use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Debug, Clone)]
 pub struct LogMetrics {
@@ -36,10 +34,7 @@ impl LogMetrics {
     /// Metrics that are counted but not exported (tests, tools).
     pub fn unregistered() -> Result<Self, prometheus::Error> {
         Ok(Self {
-            head_position: IntGauge::new(
-                "recall_log_head_position",
-                "Highest sequenced position of this site's log",
-            )?,
+            head_position: IntGauge::new("recall_log_head_position", "Highest sequenced position of this site's log")?,
             unsequenced_events: IntGauge::new(
                 "recall_log_unsequenced_events",
                 "Events appended but not yet sequenced (the head lag), as of the last scrape",
@@ -48,42 +43,20 @@ impl LogMetrics {
                 "recall_sequencer_leader",
                 "1 while this process is the site's sequencer, 0 while it stands by",
             )?,
-            sequencer_rounds: IntCounter::new(
-                "recall_sequencer_rounds_total",
-                "Sequencer rounds run",
-            )?,
-            sequencer_events: IntCounter::new(
-                "recall_sequencer_events_total",
-                "Events given a log position",
-            )?,
-            sequencer_errors: IntCounter::new(
-                "recall_sequencer_errors_total",
-                "Sequencer rounds that failed",
-            )?,
+            sequencer_rounds: IntCounter::new("recall_sequencer_rounds_total", "Sequencer rounds run")?,
+            sequencer_events: IntCounter::new("recall_sequencer_events_total", "Events given a log position")?,
+            sequencer_errors: IntCounter::new("recall_sequencer_errors_total", "Sequencer rounds that failed")?,
             sequencer_round_seconds: Histogram::with_opts(
-                HistogramOpts::new(
-                    "recall_sequencer_round_seconds",
-                    "Duration of one sequencer round",
-                )
-                .buckets(vec![
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-                ]),
+                HistogramOpts::new("recall_sequencer_round_seconds", "Duration of one sequencer round")
+                    .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
             )?,
             commands: IntCounterVec::new(
-                Opts::new(
-                    "recall_commands_total",
-                    "Commands executed, by aggregate type and outcome",
-                ),
+                Opts::new("recall_commands_total", "Commands executed, by aggregate type and outcome"),
                 &["aggregate_type", "outcome"],
             )?,
             command_seconds: HistogramVec::new(
-                HistogramOpts::new(
-                    "recall_command_seconds",
-                    "Duration of a command, load to commit",
-                )
-                .buckets(vec![
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                ]),
+                HistogramOpts::new("recall_command_seconds", "Duration of a command, load to commit")
+                    .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
                 &["aggregate_type"],
             )?,
         })

@@ -35,10 +35,7 @@ pub enum CommandError<E: std::error::Error + 'static> {
     Refused(E),
     /// Another command appended to the same aggregate first; nothing was written. Retrying re-decides.
     #[error("another change to {aggregate_type} {aggregate_id} was saved first; nothing was written, try again")]
-    Conflict {
-        aggregate_type: &'static str,
-        aggregate_id: String,
-    },
+    Conflict { aggregate_type: &'static str, aggregate_id: String },
     /// The database could not be reached; nothing was acknowledged.
     #[error("the event log is unavailable: {0}")]
     Unavailable(String),
@@ -56,29 +53,19 @@ pub struct CommandService<A: Aggregate> {
 
 impl<A: Aggregate> std::fmt::Debug for CommandService<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CommandService")
-            .field("aggregate_type", &A::TYPE)
-            .finish()
+        f.debug_struct("CommandService").field("aggregate_type", &A::TYPE).finish()
     }
 }
 
 impl<A: Aggregate> CommandService<A> {
     /// Aggregates are rebuilt from all their events on every command.
     pub fn new(log: Arc<EventLog>, services: A::Services) -> Self {
-        Self {
-            store: PersistedEventStore::new_event_store(log.repository()),
-            services,
-            log,
-        }
+        Self { store: PersistedEventStore::new_event_store(log.repository()), services, log }
     }
 
     /// For long-lived aggregates: state is loaded from a snapshot taken every `every` events.
     pub fn with_snapshots(log: Arc<EventLog>, services: A::Services, every: usize) -> Self {
-        Self {
-            store: PersistedEventStore::new_snapshot_store(log.repository(), every.max(1)),
-            services,
-            log,
-        }
+        Self { store: PersistedEventStore::new_snapshot_store(log.repository(), every.max(1)), services, log }
     }
 
     pub fn log(&self) -> &Arc<EventLog> {
@@ -103,23 +90,13 @@ impl<A: Aggregate> CommandService<A> {
             Err(CommandError::Internal(_)) => "error",
         };
         let metrics = self.log.metrics();
-        metrics
-            .commands
-            .with_label_values(&[A::TYPE, outcome])
-            .inc();
-        metrics
-            .command_seconds
-            .with_label_values(&[A::TYPE])
-            .observe(started.elapsed().as_secs_f64());
+        metrics.commands.with_label_values(&[A::TYPE, outcome]).inc();
+        metrics.command_seconds.with_label_values(&[A::TYPE]).observe(started.elapsed().as_secs_f64());
         let events = result?;
         if !events.is_empty() {
             self.log.appended();
         }
-        Ok(Receipt {
-            aggregate_id: aggregate_id.to_owned(),
-            correlation_id,
-            events,
-        })
+        Ok(Receipt { aggregate_id: aggregate_id.to_owned(), correlation_id, events })
     }
 
     async fn decide_and_append(
@@ -128,11 +105,7 @@ impl<A: Aggregate> CommandService<A> {
         command: A::Command,
         meta: &CommandMeta,
     ) -> Result<Vec<AppendedEvent>, CommandError<A::Error>> {
-        let mut context = self
-            .store
-            .load_aggregate(aggregate_id)
-            .await
-            .map_err(|e| self.failure(aggregate_id, e))?;
+        let mut context = self.store.load_aggregate(aggregate_id).await.map_err(|e| self.failure(aggregate_id, e))?;
         // Decide on the loaded state without applying: cqrs-es 0.5's snapshot store applies the new events
         // to the context's aggregate itself, so events applied through its `EventSink` would count twice.
         let events: Vec<EventOf<A::Event>> = context
@@ -147,36 +120,25 @@ impl<A: Aggregate> CommandService<A> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let meta =
-            serde_json::to_string(meta).map_err(|e| CommandError::Internal(e.to_string()))?;
+        let meta = serde_json::to_string(meta).map_err(|e| CommandError::Internal(e.to_string()))?;
         let metadata = HashMap::from([(META_KEY.to_owned(), meta)]);
         RECEIPT
             .scope(RefCell::new(Vec::new()), async {
-                self.store
-                    .commit(events, context, metadata)
-                    .await
-                    .map_err(|e| self.failure(aggregate_id, e))?;
+                self.store.commit(events, context, metadata).await.map_err(|e| self.failure(aggregate_id, e))?;
                 Ok(RECEIPT.with(|receipt| receipt.take()))
             })
             .await
     }
 
     #[allow(clippy::unused_self)]
-    fn failure(
-        &self,
-        aggregate_id: &str,
-        error: AggregateError<A::Error>,
-    ) -> CommandError<A::Error> {
+    fn failure(&self, aggregate_id: &str, error: AggregateError<A::Error>) -> CommandError<A::Error> {
         match error {
             AggregateError::UserError(e) => CommandError::Refused(e),
-            AggregateError::AggregateConflict => CommandError::Conflict {
-                aggregate_type: A::TYPE,
-                aggregate_id: aggregate_id.to_owned(),
-            },
-            AggregateError::DatabaseConnectionError(e) => CommandError::Unavailable(e.to_string()),
-            AggregateError::UnexpectedError(e) if unavailable(e.as_ref()) => {
-                CommandError::Unavailable(e.to_string())
+            AggregateError::AggregateConflict => {
+                CommandError::Conflict { aggregate_type: A::TYPE, aggregate_id: aggregate_id.to_owned() }
             }
+            AggregateError::DatabaseConnectionError(e) => CommandError::Unavailable(e.to_string()),
+            AggregateError::UnexpectedError(e) if unavailable(e.as_ref()) => CommandError::Unavailable(e.to_string()),
             AggregateError::DeserializationError(e) => {
                 CommandError::Internal(format!("{} {aggregate_id} could not be read: {e}", A::TYPE))
             }

@@ -7,9 +7,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{
-    assert_well_formed, read_all, running_log, wait_until_sequenced, Counter, CounterCommand,
-};
+use common::{assert_well_formed, read_all, running_log, wait_until_sequenced, Counter, CounterCommand};
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{AggregateError, EventStore};
 use futures::StreamExt;
@@ -72,10 +70,7 @@ async fn concurrent_writers_are_seen_live_exactly_once_in_order_without_gaps(
         let mut stream = Box::pin(log.follow(0));
         tokio::spawn(async move {
             while let Some(event) = stream.next().await {
-                delivered
-                    .lock()
-                    .expect("lock")
-                    .push(event.expect("the follower reads without error"));
+                delivered.lock().expect("lock").push(event.expect("the follower reads without error"));
             }
         })
     };
@@ -112,11 +107,7 @@ async fn concurrent_writers_are_seen_live_exactly_once_in_order_without_gaps(
                 let aggregate = format!("counter-{w}-{}", c % 3);
                 let times = 1 + (c % 3) as u32;
                 let receipt = service
-                    .execute(
-                        &aggregate,
-                        CounterCommand::Add { times },
-                        CommandMeta::system("test"),
-                    )
+                    .execute(&aggregate, CounterCommand::Add { times }, CommandMeta::system("test"))
                     .await
                     .expect("each writer owns its aggregates, so no conflict");
                 appended += receipt.events.len();
@@ -132,10 +123,7 @@ async fn concurrent_writers_are_seen_live_exactly_once_in_order_without_gaps(
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while delivered.lock().expect("lock").len() < expected {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the follower fell behind"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "the follower fell behind");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -143,52 +131,27 @@ async fn concurrent_writers_are_seen_live_exactly_once_in_order_without_gaps(
     shutdown.cancel();
 
     let delivered = delivered.lock().expect("lock").clone();
-    assert_eq!(
-        delivered.len(),
-        expected,
-        "every committed event delivered once, nothing rolled back"
-    );
+    assert_eq!(delivered.len(), expected, "every committed event delivered once, nothing rolled back");
     assert_well_formed(&delivered);
-    assert_eq!(
-        delivered,
-        read_all(&log).await,
-        "live delivery and a later read agree"
-    );
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&pool)
-        .await
-        .expect("count");
+    assert_eq!(delivered, read_all(&log).await, "live delivery and a later read agree");
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&pool).await.expect("count");
     assert_eq!(stored as usize, expected);
 }
 
 #[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
-async fn two_writers_at_the_same_sequence_exactly_one_wins(
-    options: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
+async fn two_writers_at_the_same_sequence_exactly_one_wins(options: PgPoolOptions, connect: PgConnectOptions) {
     let pool = pool(options, connect, 10);
     let (log, shutdown) = running_log(pool.clone()).await;
     let store = PersistedEventStore::<_, Adapted<Counter>>::new_event_store(log.repository());
-    let events = || {
-        vec![recall_commands::EventOf(common::CounterEvent::Added {
-            by: 1,
-            value: 1,
-        })]
-    };
+    let events = || vec![recall_commands::EventOf(common::CounterEvent::Added { by: 1, value: 1 })];
     let meta = || {
         let meta = serde_json::to_string(&CommandMeta::system("test")).expect("meta");
         std::collections::HashMap::from([("recall.meta".to_owned(), meta)])
     };
     let first = store.load_aggregate("contested").await.expect("load");
     let second = store.load_aggregate("contested").await.expect("load");
-    let (a, b) = tokio::join!(
-        store.commit(events(), first, meta()),
-        store.commit(events(), second, meta())
-    );
-    let conflicts = [&a, &b]
-        .iter()
-        .filter(|r| matches!(r, Err(AggregateError::AggregateConflict)))
-        .count();
+    let (a, b) = tokio::join!(store.commit(events(), first, meta()), store.commit(events(), second, meta()));
+    let conflicts = [&a, &b].iter().filter(|r| matches!(r, Err(AggregateError::AggregateConflict))).count();
     let wins = [&a, &b].iter().filter(|r| r.is_ok()).count();
     assert_eq!((wins, conflicts), (1, 1), "{a:?} / {b:?}");
     shutdown.cancel();
@@ -206,13 +169,7 @@ async fn racing_commands_on_one_aggregate_either_append_or_report_a_conflict(
     for _ in 0..16 {
         let service = service.clone();
         racers.push(tokio::spawn(async move {
-            service
-                .execute(
-                    "hot",
-                    CounterCommand::Add { times: 1 },
-                    CommandMeta::system("test"),
-                )
-                .await
+            service.execute("hot", CounterCommand::Add { times: 1 }, CommandMeta::system("test")).await
         }));
     }
     let mut won = 0;
@@ -245,26 +202,15 @@ async fn a_refused_command_writes_nothing(options: PgPoolOptions, connect: PgCon
     let pool = pool(options, connect, 10);
     let (log, shutdown) = running_log(pool.clone()).await;
     let service = CommandService::<Counter>::new(log.clone(), ());
-    let refused = service
-        .execute("c", CounterCommand::Fail, CommandMeta::system("test"))
-        .await;
-    assert!(matches!(
-        refused,
-        Err(CommandError::Refused(common::Refused))
-    ));
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&pool)
-        .await
-        .expect("count");
+    let refused = service.execute("c", CounterCommand::Fail, CommandMeta::system("test")).await;
+    assert!(matches!(refused, Err(CommandError::Refused(common::Refused))));
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&pool).await.expect("count");
     assert_eq!(stored, 0);
     shutdown.cancel();
 }
 
 #[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
-async fn every_envelope_field_written_is_read_back(
-    options: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
+async fn every_envelope_field_written_is_read_back(options: PgPoolOptions, connect: PgConnectOptions) {
     let pool = pool(options, connect, 10);
     let (log, shutdown) = running_log(pool.clone()).await;
     let service = CommandService::<Counter>::new(log.clone(), ());
@@ -279,15 +225,9 @@ async fn every_envelope_field_written_is_read_back(
         causation_id: Some(Uuid::now_v7()),
     };
     let before = chrono::Utc::now();
-    let receipt = service
-        .execute("enveloped", CounterCommand::Add { times: 2 }, meta.clone())
-        .await
-        .expect("append");
+    let receipt = service.execute("enveloped", CounterCommand::Add { times: 2 }, meta.clone()).await.expect("append");
     assert_eq!(receipt.events.len(), 2);
-    assert_ne!(
-        receipt.events[0].event_id, receipt.events[1].event_id,
-        "each event has its own id"
-    );
+    assert_ne!(receipt.events[0].event_id, receipt.events[1].event_id, "each event has its own id");
     let position = log
         .wait_for_position(receipt.events[1].event_id, Duration::from_secs(10))
         .await
@@ -304,34 +244,19 @@ async fn every_envelope_field_written_is_read_back(
         assert_eq!(envelope.origin_site, "test");
         assert_eq!(envelope.origin_pos, None);
         assert!(envelope.recorded_at >= before - chrono::Duration::seconds(1));
-        assert!(
-            (envelope.hlc.to_datetime() - envelope.recorded_at)
-                .num_seconds()
-                .abs()
-                < 5
-        );
+        assert!((envelope.hlc.to_datetime() - envelope.recorded_at).num_seconds().abs() < 5);
         // The metadata column carries the same envelope, as the string map postgres-es readers expect.
         let metadata: std::collections::HashMap<String, String> =
             serde_json::from_str(&logged.event.metadata).expect("metadata is a map of strings");
         assert_eq!(metadata["event_id"], envelope.event_id.to_string());
-        assert_eq!(
-            metadata["impersonator"],
-            meta.impersonator.as_ref().expect("set").to_string()
-        );
+        assert_eq!(metadata["impersonator"], meta.impersonator.as_ref().expect("set").to_string());
         assert_eq!(metadata["source_addr"], "2001:db8::7");
         assert_eq!(metadata["hlc"], envelope.hlc.to_string());
-        assert_eq!(
-            metadata.len(),
-            12,
-            "every field but origin_pos: {metadata:?}"
-        );
+        assert_eq!(metadata.len(), 12, "every field but origin_pos: {metadata:?}");
     }
     let first = events[0].event.envelope().expect("envelope");
     let second = events[1].event.envelope().expect("envelope");
-    assert!(
-        first.hlc < second.hlc,
-        "HLC orders the events of one command"
-    );
+    assert!(first.hlc < second.hlc, "HLC orders the events of one command");
     shutdown.cancel();
 }
 
@@ -344,45 +269,25 @@ async fn a_plain_postgres_es_writer_is_sequenced_with_default_envelope(
     let (log, shutdown) = running_log(pool.clone()).await;
     let plain = postgres_es::postgres_cqrs(pool.clone(), vec![], ());
     let _: &cqrs_es::CqrsFramework<Adapted<Counter>, _> = &plain;
-    plain
-        .execute("plain", CounterCommand::Add { times: 3 })
-        .await
-        .expect("plain postgres-es append");
+    plain.execute("plain", CounterCommand::Add { times: 3 }).await.expect("plain postgres-es append");
     wait_until_sequenced(&log, Duration::from_secs(10)).await;
     let events = read_all(&log).await;
     assert_eq!(events.len(), 3);
     assert_well_formed(&events);
     for logged in &events {
-        let envelope = logged
-            .event
-            .envelope()
-            .expect("defaults make a valid envelope");
-        assert!(
-            matches!(envelope.meta.actor, Actor::Database(_)),
-            "{:?}",
-            envelope.meta.actor
-        );
+        let envelope = logged.event.envelope().expect("defaults make a valid envelope");
+        assert!(matches!(envelope.meta.actor, Actor::Database(_)), "{:?}", envelope.meta.actor);
         assert_eq!(envelope.origin_site, "test");
     }
     shutdown.cancel();
 }
 
 #[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
-async fn the_log_refuses_updates_deletes_and_truncation(
-    options: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
+async fn the_log_refuses_updates_deletes_and_truncation(options: PgPoolOptions, connect: PgConnectOptions) {
     let pool = pool(options, connect, 10);
     let (log, shutdown) = running_log(pool.clone()).await;
     let service = CommandService::<Counter>::new(log.clone(), ());
-    service
-        .execute(
-            "c",
-            CounterCommand::Add { times: 1 },
-            CommandMeta::system("test"),
-        )
-        .await
-        .expect("append");
+    service.execute("c", CounterCommand::Add { times: 1 }, CommandMeta::system("test")).await.expect("append");
     wait_until_sequenced(&log, Duration::from_secs(10)).await;
     for statement in [
         "UPDATE events SET payload = '{}'",
@@ -391,24 +296,15 @@ async fn the_log_refuses_updates_deletes_and_truncation(
         "UPDATE event_log SET hash = hash",
         "DELETE FROM event_log",
     ] {
-        let err = sqlx::query(statement)
-            .execute(&pool)
-            .await
-            .expect_err(statement);
-        assert!(
-            err.to_string().contains("append-only"),
-            "{statement}: {err}"
-        );
+        let err = sqlx::query(statement).execute(&pool).await.expect_err(statement);
+        assert!(err.to_string().contains("append-only"), "{statement}: {err}");
     }
     assert_eq!(read_all(&log).await.len(), 1);
     shutdown.cancel();
 }
 
 #[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
-async fn a_database_of_one_site_refuses_another_site(
-    options: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
+async fn a_database_of_one_site_refuses_another_site(options: PgPoolOptions, connect: PgConnectOptions) {
     let pool = pool(options, connect, 5);
     common::open_log(pool.clone(), "paris").await;
     let err = recall_commands::EventLog::open(
@@ -422,23 +318,14 @@ async fn a_database_of_one_site_refuses_another_site(
 }
 
 #[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
-async fn long_lived_aggregates_load_from_snapshots(
-    options: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
+async fn long_lived_aggregates_load_from_snapshots(options: PgPoolOptions, connect: PgConnectOptions) {
     use recall_domain::site::{Site, SiteCommand};
     let pool = pool(options, connect, 10);
     let (log, shutdown) = running_log(pool.clone()).await;
     let service = CommandService::<Site>::with_snapshots(log.clone(), (), 5);
     for _ in 0..12 {
-        let start = SiteCommand::RecordNodeStart {
-            node: "n1".into(),
-            version: "1".into(),
-        };
-        service
-            .execute("test", start, CommandMeta::system("test"))
-            .await
-            .expect("start");
+        let start = SiteCommand::RecordNodeStart { node: "n1".into(), version: "1".into() };
+        service.execute("test", start, CommandMeta::system("test")).await.expect("start");
     }
     let (last_sequence, snapshot): (i64, String) = sqlx::query_as(
         "SELECT last_sequence, payload::text FROM snapshots WHERE aggregate_type = 'Site' AND aggregate_id = 'test'",
@@ -453,10 +340,7 @@ async fn long_lived_aggregates_load_from_snapshots(
     let receipt = service
         .execute(
             "test",
-            SiteCommand::RecordNodeStart {
-                node: "n1".into(),
-                version: "1".into(),
-            },
+            SiteCommand::RecordNodeStart { node: "n1".into(), version: "1".into() },
             CommandMeta::system("t"),
         )
         .await
@@ -464,40 +348,24 @@ async fn long_lived_aggregates_load_from_snapshots(
     assert_eq!(receipt.events[0].sequence, 13);
     wait_until_sequenced(&log, Duration::from_secs(10)).await;
     let last = read_all(&log).await.pop().expect("events");
-    assert!(
-        last.event.payload.contains("\"previous_run_unclean\":true"),
-        "{}",
-        last.event.payload
-    );
+    assert!(last.event.payload.contains("\"previous_run_unclean\":true"), "{}", last.event.payload);
     shutdown.cancel();
 }
 
 #[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
-async fn appends_survive_a_lost_database_connection_as_clear_errors(
-    options: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
+async fn appends_survive_a_lost_database_connection_as_clear_errors(options: PgPoolOptions, connect: PgConnectOptions) {
     let pool = pool(options, connect.clone(), 5);
     let (log, shutdown) = running_log(pool.clone()).await;
     let service = CommandService::<Counter>::new(log.clone(), ());
     pool.close().await;
     let err = service
-        .execute(
-            "c",
-            CounterCommand::Add { times: 1 },
-            CommandMeta::system("test"),
-        )
+        .execute("c", CounterCommand::Add { times: 1 }, CommandMeta::system("test"))
         .await
         .expect_err("a closed pool cannot append");
     assert!(matches!(err, CommandError::Unavailable(_)), "{err:?}");
     shutdown.cancel();
     // Nothing was written.
-    let mut conn = sqlx::PgConnection::connect_with(&connect)
-        .await
-        .expect("connect");
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&mut conn)
-        .await
-        .expect("count");
+    let mut conn = sqlx::PgConnection::connect_with(&connect).await.expect("connect");
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&mut conn).await.expect("count");
     assert_eq!(stored, 0);
 }

@@ -9,9 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{
-    assert_well_formed, read_all, running_log, wait_until_sequenced, Counter, CounterCommand,
-};
+use common::{assert_well_formed, read_all, running_log, wait_until_sequenced, Counter, CounterCommand};
 use recall_commands::CommandService;
 use recall_domain::CommandMeta;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -27,11 +25,7 @@ fn crash_child_appends_until_killed() {
     };
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async move {
-        let pool = PgPoolOptions::new()
-            .max_connections(8)
-            .connect(&url)
-            .await
-            .expect("child connects");
+        let pool = PgPoolOptions::new().max_connections(8).connect(&url).await.expect("child connects");
         let (log, _shutdown) = running_log(pool).await;
         let service = std::sync::Arc::new(CommandService::<Counter>::new(log, ()));
         let mut tasks = Vec::new();
@@ -41,18 +35,10 @@ fn crash_child_appends_until_killed() {
                 for c in 0u32.. {
                     let command = CounterCommand::Add { times: 1 + c % 3 };
                     let receipt = service
-                        .execute(
-                            &format!("crash-{w}"),
-                            command,
-                            CommandMeta::system("crash-child"),
-                        )
+                        .execute(&format!("crash-{w}"), command, CommandMeta::system("crash-child"))
                         .await
                         .expect("append");
-                    let acks: String = receipt
-                        .events
-                        .iter()
-                        .map(|e| format!("ack {}\n", e.event_id))
-                        .collect();
+                    let acks: String = receipt.events.iter().map(|e| format!("ack {}\n", e.event_id)).collect();
                     use std::io::Write;
                     let mut out = std::io::stdout().lock();
                     out.write_all(acks.as_bytes()).expect("stdout");
@@ -79,12 +65,7 @@ fn url(connect: &PgConnectOptions) -> String {
 /// Runs the child until it has acknowledged `acks` events, then kills it with SIGKILL.
 fn run_and_kill(url: &str, acks: usize) -> Vec<Uuid> {
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "crash_child_appends_until_killed",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["crash_child_appends_until_killed", "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, url)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -103,10 +84,7 @@ fn run_and_kill(url: &str, acks: usize) -> Vec<Uuid> {
     }
     child.kill().expect("SIGKILL");
     child.wait().expect("reaped");
-    assert!(
-        acknowledged.len() >= acks,
-        "the child stopped before it was killed"
-    );
+    assert!(acknowledged.len() >= acks, "the child stopped before it was killed");
     acknowledged
 }
 
@@ -119,9 +97,8 @@ async fn a_killed_writer_leaves_no_gap_no_duplicate_and_loses_no_acknowledged_ap
     let mut acknowledged = Vec::new();
     for round in 0..3 {
         let child_url = url.clone();
-        let acks = tokio::task::spawn_blocking(move || run_and_kill(&child_url, 300 + round * 97))
-            .await
-            .expect("child run");
+        let acks =
+            tokio::task::spawn_blocking(move || run_and_kill(&child_url, 300 + round * 97)).await.expect("child run");
         acknowledged.extend(acks);
     }
 
@@ -132,19 +109,9 @@ async fn a_killed_writer_leaves_no_gap_no_duplicate_and_loses_no_acknowledged_ap
     shutdown.cancel();
 
     assert_well_formed(&events);
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&pool)
-        .await
-        .expect("count");
-    assert_eq!(
-        events.len() as i64,
-        stored,
-        "every stored event has exactly one position"
-    );
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&pool).await.expect("count");
+    assert_eq!(events.len() as i64, stored, "every stored event has exactly one position");
     let logged: HashSet<Uuid> = events.iter().map(|e| e.event.event_id).collect();
-    let missing: Vec<_> = acknowledged
-        .iter()
-        .filter(|id| !logged.contains(id))
-        .collect();
+    let missing: Vec<_> = acknowledged.iter().filter(|id| !logged.contains(id)).collect();
     assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
 }

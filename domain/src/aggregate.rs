@@ -7,9 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// A fact that happened. Its type string is frozen once shipped; a changed shape gets a new version.
-pub trait DomainEvent:
-    Serialize + DeserializeOwned + Clone + PartialEq + std::fmt::Debug + Send + Sync
-{
+pub trait DomainEvent: Serialize + DeserializeOwned + Clone + PartialEq + std::fmt::Debug + Send + Sync {
     /// The frozen name of the event, e.g. `NodeStarted`.
     fn event_type(&self) -> &'static str;
     /// The version of this event's shape, e.g. `1`.

@@ -37,9 +37,7 @@ impl fmt::Display for Actor {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "not an actor (expected user:<uuid>, token:<uuid>, system:<component> or db:<role>): {0:?}"
-)]
+#[error("not an actor (expected user:<uuid>, token:<uuid>, system:<component> or db:<role>): {0:?}")]
 pub struct ActorParseError(pub String);
 
 impl FromStr for Actor {
@@ -149,15 +147,7 @@ mod tests {
 
     #[test]
     fn malformed_actors_are_refused() {
-        for bad in [
-            "",
-            "user",
-            "user:",
-            "user:not-a-uuid",
-            "system:",
-            "root:x",
-            "db:",
-        ] {
+        for bad in ["", "user", "user:", "user:not-a-uuid", "system:", "root:x", "db:"] {
             assert!(bad.parse::<Actor>().is_err(), "{bad:?} parsed");
         }
     }

@@ -90,14 +90,7 @@ mod tests {
 
     #[test]
     fn malformed_text_is_refused() {
-        for bad in [
-            "",
-            "/",
-            "6b072296ec6e08f2",
-            "6b072296ec6e08f2/",
-            "xyz/1",
-            "6b072296ec6e08f/1",
-        ] {
+        for bad in ["", "/", "6b072296ec6e08f2", "6b072296ec6e08f2/", "xyz/1", "6b072296ec6e08f/1"] {
             assert!(bad.parse::<HlcTimestamp>().is_err(), "{bad:?} parsed");
         }
     }
@@ -106,9 +99,6 @@ mod tests {
     fn physical_part_reads_as_wall_clock_time() {
         // 2026-11-25T18:00:00Z and a half second.
         let t = HlcTimestamp::new((1_795_629_600u64 << 32) | 0x8000_0000, 0);
-        assert_eq!(
-            t.to_datetime().to_rfc3339(),
-            "2026-11-25T18:00:00.500+00:00"
-        );
+        assert_eq!(t.to_datetime().to_rfc3339(), "2026-11-25T18:00:00.500+00:00");
     }
 }

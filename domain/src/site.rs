@@ -86,11 +86,7 @@ impl Aggregate for Site {
                     return Err(SiteError::InvalidNodeName);
                 }
                 let previous_run_unclean = self.running.contains_key(&node);
-                Ok(vec![SiteEvent::NodeStarted {
-                    node,
-                    version,
-                    previous_run_unclean,
-                }])
+                Ok(vec![SiteEvent::NodeStarted { node, version, previous_run_unclean }])
             }
             SiteCommand::RecordNodeStop { node } => {
                 if !self.running.contains_key(&node) {
@@ -139,26 +135,16 @@ mod tests {
     }
 
     fn started(node: &str, unclean: bool) -> SiteEvent {
-        SiteEvent::NodeStarted {
-            node: node.into(),
-            version: "0.1.0".into(),
-            previous_run_unclean: unclean,
-        }
+        SiteEvent::NodeStarted { node: node.into(), version: "0.1.0".into(), previous_run_unclean: unclean }
     }
 
     fn start(node: &str) -> SiteCommand {
-        SiteCommand::RecordNodeStart {
-            node: node.into(),
-            version: "0.1.0".into(),
-        }
+        SiteCommand::RecordNodeStart { node: node.into(), version: "0.1.0".into() }
     }
 
     #[test]
     fn a_first_start_is_clean() {
-        assert_eq!(
-            decide(&given([]), start("a")),
-            Ok(vec![started("a", false)])
-        );
+        assert_eq!(decide(&given([]), start("a")), Ok(vec![started("a", false)]));
     }
 
     #[test]
@@ -169,10 +155,7 @@ mod tests {
 
     #[test]
     fn a_start_after_a_clean_stop_is_clean() {
-        let site = given([
-            started("a", false),
-            SiteEvent::NodeStopped { node: "a".into() },
-        ]);
+        let site = given([started("a", false), SiteEvent::NodeStopped { node: "a".into() }]);
         assert_eq!(decide(&site, start("a")), Ok(vec![started("a", false)]));
         assert_eq!(site.running_nodes().count(), 0);
         assert_eq!(site.starts(), 1);
@@ -181,19 +164,13 @@ mod tests {
     #[test]
     fn stopping_a_node_that_is_not_running_is_refused() {
         let stop = SiteCommand::RecordNodeStop { node: "b".into() };
-        assert_eq!(
-            decide(&given([started("a", false)]), stop),
-            Err(SiteError::NodeNotRunning("b".into()))
-        );
+        assert_eq!(decide(&given([started("a", false)]), stop), Err(SiteError::NodeNotRunning("b".into())));
     }
 
     #[test]
     fn node_names_must_be_printable_and_bounded() {
         for bad in ["", "a\nb", &"x".repeat(201)] {
-            assert_eq!(
-                decide(&given([]), start(bad)),
-                Err(SiteError::InvalidNodeName)
-            );
+            assert_eq!(decide(&given([]), start(bad)), Err(SiteError::InvalidNodeName));
         }
     }
 }

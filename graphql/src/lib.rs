@@ -38,16 +38,14 @@ pub fn schema(state: ApiState) -> RecallSchema {
 pub fn router(state: ApiState) -> Router {
     let registry = state.registry.clone();
     let log = state.log.clone();
-    Router::new()
-        .route("/graphql", post_service(GraphQL::new(schema(state))))
-        .route(
-            "/metrics",
-            get(move || {
-                let registry = registry.clone();
-                let log = log.clone();
-                async move { metrics(&registry, &log).await }
-            }),
-        )
+    Router::new().route("/graphql", post_service(GraphQL::new(schema(state)))).route(
+        "/metrics",
+        get(move || {
+            let registry = registry.clone();
+            let log = log.clone();
+            async move { metrics(&registry, &log).await }
+        }),
+    )
 }
 
 async fn metrics(registry: &prometheus::Registry, log: &EventLog) -> impl IntoResponse {
@@ -57,12 +55,7 @@ async fn metrics(registry: &prometheus::Registry, log: &EventLog) -> impl IntoRe
     }
     let mut body = String::new();
     match prometheus::TextEncoder::new().encode_utf8(&registry.gather(), &mut body) {
-        Ok(()) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
-            body,
-        )
-            .into_response(),
+        Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "could not encode metrics");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()

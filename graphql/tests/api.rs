@@ -17,102 +17,51 @@ use tower::ServiceExt;
 async fn app(pool: PgPool) -> (axum::Router, std::sync::Arc<EventLog>, CancellationToken) {
     let registry = prometheus::Registry::new();
     let metrics = LogMetrics::register(&registry).expect("metrics");
-    let log = EventLog::open(pool, LogConfig::new("api-test", "node-a"), metrics)
-        .await
-        .expect("log");
+    let log = EventLog::open(pool, LogConfig::new("api-test", "node-a"), metrics).await.expect("log");
     let shutdown = CancellationToken::new();
     log.spawn(true, shutdown.clone());
-    let state = ApiState {
-        log: log.clone(),
-        registry,
-        version: "9.9.9",
-    };
+    let state = ApiState { log: log.clone(), registry, version: "9.9.9" };
     (router(state), log, shutdown)
 }
 
 async fn graphql(app: &axum::Router, body: String) -> (StatusCode, Value) {
-    let request = Request::post("/graphql")
-        .header("content-type", "application/json")
-        .body(Body::from(body))
-        .expect("request");
+    let request =
+        Request::post("/graphql").header("content-type", "application/json").body(Body::from(body)).expect("request");
     let response = app.clone().oneshot(request).await.expect("response");
     let status = response.status();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    let bytes = response.into_body().collect().await.expect("body").to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
 #[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
 async fn health_reports_the_log_head(pool: PgPool) {
     let (app, log, shutdown) = app(pool).await;
-    let (status, body) = graphql(
-        &app,
-        json!({"query": "{ version health { ok site node logHead } }"}).to_string(),
-    )
-    .await;
+    let (status, body) =
+        graphql(&app, json!({"query": "{ version health { ok site node logHead } }"}).to_string()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["data"]["version"], "9.9.9");
-    assert_eq!(
-        body["data"]["health"],
-        json!({"ok": true, "site": "api-test", "node": "node-a", "logHead": 0})
-    );
+    assert_eq!(body["data"]["health"], json!({"ok": true, "site": "api-test", "node": "node-a", "logHead": 0}));
 
     let sites = CommandService::<Site>::new(log.clone(), ());
-    let start = SiteCommand::RecordNodeStart {
-        node: "node-a".into(),
-        version: "9.9.9".into(),
-    };
-    let receipt = sites
-        .execute("api-test", start, CommandMeta::system("test"))
-        .await
-        .expect("append");
-    log.wait_for_position(receipt.events[0].event_id, Duration::from_secs(10))
-        .await
-        .expect("wait");
+    let start = SiteCommand::RecordNodeStart { node: "node-a".into(), version: "9.9.9".into() };
+    let receipt = sites.execute("api-test", start, CommandMeta::system("test")).await.expect("append");
+    log.wait_for_position(receipt.events[0].event_id, Duration::from_secs(10)).await.expect("wait");
 
-    let (_, body) = graphql(
-        &app,
-        json!({"query": "{ health { logHead logHeadHash unsequencedEvents } }"}).to_string(),
-    )
-    .await;
+    let (_, body) =
+        graphql(&app, json!({"query": "{ health { logHead logHeadHash unsequencedEvents } }"}).to_string()).await;
     assert_eq!(body["data"]["health"]["logHead"], 1);
     assert_eq!(body["data"]["health"]["unsequencedEvents"], 0);
-    assert_eq!(
-        body["data"]["health"]["logHeadHash"].as_str().map(str::len),
-        Some(64)
-    );
+    assert_eq!(body["data"]["health"]["logHeadHash"].as_str().map(str::len), Some(64));
     shutdown.cancel();
 }
 
 #[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
 async fn metrics_are_served_in_prometheus_text(pool: PgPool) {
     let (app, _log, shutdown) = app(pool).await;
-    let response = app
-        .oneshot(
-            Request::get("/metrics")
-                .body(Body::empty())
-                .expect("request"),
-        )
-        .await
-        .expect("response");
+    let response = app.oneshot(Request::get("/metrics").body(Body::empty()).expect("request")).await.expect("response");
     assert_eq!(response.status(), StatusCode::OK);
-    let text = String::from_utf8(
-        response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes()
-            .to_vec(),
-    )
-    .expect("utf8");
+    let text =
+        String::from_utf8(response.into_body().collect().await.expect("body").to_bytes().to_vec()).expect("utf8");
     assert!(text.contains("recall_log_head_position 0"), "{text}");
     assert!(text.contains("recall_log_unsequenced_events 0"), "{text}");
     shutdown.cancel();

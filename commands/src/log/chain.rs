@@ -33,37 +33,16 @@ pub fn canonical(position: u64, e: &StoredEvent) -> Vec<u8> {
     text(&mut out, &e.event_version);
     text(&mut out, &e.payload);
     text(&mut out, &e.metadata);
-    optional(
-        &mut out,
-        e.tenant_id.as_ref().map(|id| id.as_bytes().as_slice()),
-    );
+    optional(&mut out, e.tenant_id.as_ref().map(|id| id.as_bytes().as_slice()));
     text(&mut out, &e.actor);
     optional(&mut out, e.impersonator.as_deref().map(str::as_bytes));
-    optional(
-        &mut out,
-        e.session_id.as_ref().map(|id| id.as_bytes().as_slice()),
-    );
-    optional(
-        &mut out,
-        e.device_id.as_ref().map(|id| id.as_bytes().as_slice()),
-    );
+    optional(&mut out, e.session_id.as_ref().map(|id| id.as_bytes().as_slice()));
+    optional(&mut out, e.device_id.as_ref().map(|id| id.as_bytes().as_slice()));
     optional(&mut out, e.source_addr.as_deref().map(str::as_bytes));
-    optional(
-        &mut out,
-        e.correlation_id.as_ref().map(|id| id.as_bytes().as_slice()),
-    );
-    optional(
-        &mut out,
-        e.causation_id.as_ref().map(|id| id.as_bytes().as_slice()),
-    );
+    optional(&mut out, e.correlation_id.as_ref().map(|id| id.as_bytes().as_slice()));
+    optional(&mut out, e.causation_id.as_ref().map(|id| id.as_bytes().as_slice()));
     text(&mut out, &e.origin_site);
-    optional(
-        &mut out,
-        e.origin_pos
-            .map(i64::to_be_bytes)
-            .as_ref()
-            .map(|b| b.as_slice()),
-    );
+    optional(&mut out, e.origin_pos.map(i64::to_be_bytes).as_ref().map(|b| b.as_slice()));
     text(&mut out, &e.hlc);
     out.extend_from_slice(&e.recorded_at.timestamp_micros().to_be_bytes());
     out
@@ -149,22 +128,10 @@ mod tests {
         for (i, change) in variants.iter().enumerate() {
             let mut e = event();
             change(&mut e);
-            assert_ne!(
-                link(&GENESIS, 1, &e),
-                base,
-                "change {i} left the hash unchanged"
-            );
+            assert_ne!(link(&GENESIS, 1, &e), base, "change {i} left the hash unchanged");
         }
-        assert_ne!(
-            link(&GENESIS, 2, &event()),
-            base,
-            "the position is part of the hash"
-        );
-        assert_ne!(
-            link(&[1; 32], 1, &event()),
-            base,
-            "the previous hash is part of the hash"
-        );
+        assert_ne!(link(&GENESIS, 2, &event()), base, "the position is part of the hash");
+        assert_ne!(link(&[1; 32], 1, &event()), base, "the previous hash is part of the hash");
     }
 
     #[test]

@@ -65,34 +65,23 @@ impl StoredEvent {
             value: value.to_owned(),
             reason,
         };
-        let actor = self
-            .actor
-            .parse()
-            .map_err(|e: recall_domain::ActorParseError| {
-                bad("actor", &self.actor, e.to_string())
-            })?;
+        let actor =
+            self.actor.parse().map_err(|e: recall_domain::ActorParseError| bad("actor", &self.actor, e.to_string()))?;
         let impersonator = match &self.impersonator {
-            Some(text) => Some(text.parse().map_err(|e: recall_domain::ActorParseError| {
-                bad("impersonator", text, e.to_string())
-            })?),
+            Some(text) => Some(
+                text.parse().map_err(|e: recall_domain::ActorParseError| bad("impersonator", text, e.to_string()))?,
+            ),
             None => None,
         };
-        let source_addr =
-            match &self.source_addr {
-                Some(text) => Some(text.parse().map_err(|e: std::net::AddrParseError| {
-                    bad("source_addr", text, e.to_string())
-                })?),
-                None => None,
-            };
-        let hlc = self
-            .hlc
-            .parse()
-            .map_err(|e: recall_domain::HlcParseError| bad("hlc", &self.hlc, e.to_string()))?;
+        let source_addr = match &self.source_addr {
+            Some(text) => {
+                Some(text.parse().map_err(|e: std::net::AddrParseError| bad("source_addr", text, e.to_string()))?)
+            }
+            None => None,
+        };
+        let hlc = self.hlc.parse().map_err(|e: recall_domain::HlcParseError| bad("hlc", &self.hlc, e.to_string()))?;
         let origin_pos = match self.origin_pos {
-            Some(pos) => Some(
-                u64::try_from(pos)
-                    .map_err(|e| bad("origin_pos", &pos.to_string(), e.to_string()))?,
-            ),
+            Some(pos) => Some(u64::try_from(pos).map_err(|e| bad("origin_pos", &pos.to_string(), e.to_string()))?),
             None => None,
         };
         Ok(Envelope {

@@ -69,10 +69,7 @@ pub enum LogError {
     #[error("the event log's database refused the operation: {0}")]
     Database(#[source] sqlx::Error),
     #[error("this database belongs to site {database:?}, but this process was started as site {configured:?}")]
-    SiteMismatch {
-        database: String,
-        configured: String,
-    },
+    SiteMismatch { database: String, configured: String },
     #[error("the log skipped from position {after} to {found}: a reader must never see a gap")]
     Gap { after: u64, found: u64 },
     #[error("a site name must be 1 to 100 characters of letters, digits, '-', '_' or '.': {0:?}")]
@@ -116,18 +113,12 @@ pub struct EventLog {
 pub(crate) fn valid_site_name(site: &str) -> bool {
     !site.is_empty()
         && site.len() <= 100
-        && site
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && site.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 impl EventLog {
     /// Opens the site's log on a migrated database, claiming the database for `config.site` on first use.
-    pub async fn open(
-        pool: PgPool,
-        config: LogConfig,
-        metrics: LogMetrics,
-    ) -> Result<Arc<Self>, LogError> {
+    pub async fn open(pool: PgPool, config: LogConfig, metrics: LogMetrics) -> Result<Arc<Self>, LogError> {
         if !valid_site_name(&config.site) {
             return Err(LogError::InvalidSiteName(config.site.clone()));
         }
@@ -135,19 +126,12 @@ impl EventLog {
             .bind(&config.site)
             .execute(&pool)
             .await?;
-        let database: String = sqlx::query_scalar("SELECT name FROM recall_site")
-            .fetch_one(&pool)
-            .await?;
+        let database: String = sqlx::query_scalar("SELECT name FROM recall_site").fetch_one(&pool).await?;
         if database != config.site {
-            return Err(LogError::SiteMismatch {
-                database,
-                configured: config.site.clone(),
-            });
+            return Err(LogError::SiteMismatch { database, configured: config.site.clone() });
         }
         let head = head_position(&pool).await?;
-        metrics
-            .head_position
-            .set(i64::try_from(head).unwrap_or(i64::MAX));
+        metrics.head_position.set(i64::try_from(head).unwrap_or(i64::MAX));
         Ok(Arc::new(Self {
             clock: Arc::new(HybridClock::for_node(&config.site, &config.node)),
             pool,
@@ -160,11 +144,7 @@ impl EventLog {
 
     /// Starts the background work: the sequencer (when `sequencer` is set; it stands by while another
     /// process leads), the head watcher for followers, and the cross-process wake-up pump.
-    pub fn spawn(
-        self: &Arc<Self>,
-        sequencer: bool,
-        shutdown: CancellationToken,
-    ) -> Vec<JoinHandle<()>> {
+    pub fn spawn(self: &Arc<Self>, sequencer: bool, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
         let mut tasks = Vec::new();
         if sequencer {
             let sequencer = Sequencer {
@@ -176,11 +156,7 @@ impl EventLog {
             };
             tasks.push(tokio::spawn(sequencer.run(shutdown.clone())));
         }
-        tasks.push(tokio::spawn(
-            self.signal
-                .clone()
-                .pump(self.pool.clone(), shutdown.clone()),
-        ));
+        tasks.push(tokio::spawn(self.signal.clone().pump(self.pool.clone(), shutdown.clone())));
         let log = self.clone();
         tasks.push(tokio::spawn(async move { log.watch_head(shutdown).await }));
         tasks
@@ -204,11 +180,7 @@ impl EventLog {
 
     /// The append path for cqrs-es's `PersistedEventStore`.
     pub fn repository(&self) -> LogRepository {
-        LogRepository::new(
-            self.pool.clone(),
-            self.clock.clone(),
-            self.config.site.clone(),
-        )
+        LogRepository::new(self.pool.clone(), self.clock.clone(), self.config.site.clone())
     }
 
     /// Called after every committed append.
@@ -228,10 +200,7 @@ impl EventLog {
 
     /// Every event after `after`, in order, then each new one as it is sequenced. Errors are reported and
     /// the stream carries on (a database outage delays it, it does not end it); drop it to stop.
-    pub fn follow(
-        &self,
-        after: u64,
-    ) -> impl Stream<Item = Result<LoggedEvent, LogError>> + Send + 'static {
+    pub fn follow(&self, after: u64) -> impl Stream<Item = Result<LoggedEvent, LogError>> + Send + 'static {
         let state = Follower {
             pool: self.pool.clone(),
             head: self.head.subscribe(),
@@ -248,20 +217,15 @@ impl EventLog {
 
     /// The log position of an event, once sequenced.
     pub async fn position_of(&self, event_id: Uuid) -> Result<Option<u64>, LogError> {
-        let position: Option<i64> =
-            sqlx::query_scalar("SELECT global_position FROM event_log WHERE event_id = $1")
-                .bind(event_id)
-                .fetch_optional(&self.pool)
-                .await?;
+        let position: Option<i64> = sqlx::query_scalar("SELECT global_position FROM event_log WHERE event_id = $1")
+            .bind(event_id)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(position.and_then(|p| u64::try_from(p).ok()))
     }
 
     /// Waits (at most `limit`) until the event is sequenced; its position, or `None` on time-out.
-    pub async fn wait_for_position(
-        &self,
-        event_id: Uuid,
-        limit: Duration,
-    ) -> Result<Option<u64>, LogError> {
+    pub async fn wait_for_position(&self, event_id: Uuid, limit: Duration) -> Result<Option<u64>, LogError> {
         let mut head = self.head.subscribe();
         let deadline = tokio::time::Instant::now() + limit;
         loop {
@@ -278,12 +242,18 @@ impl EventLog {
 
     /// Head position, head hash and head lag, read from the database.
     pub async fn status(&self) -> Result<LogStatus, LogError> {
-        let (head_position, head_hash, cursor_tx, cursor_type, cursor_id, cursor_seq): (i64, Vec<u8>, String, String, String, i64) =
-            sqlx::query_as(
-                "SELECT head_position, head_hash, cursor_tx::text, cursor_type, cursor_id, cursor_seq FROM log_sequencer",
-            )
-            .fetch_one(&self.pool)
-            .await?;
+        let (head_position, head_hash, cursor_tx, cursor_type, cursor_id, cursor_seq): (
+            i64,
+            Vec<u8>,
+            String,
+            String,
+            String,
+            i64,
+        ) = sqlx::query_as(
+            "SELECT head_position, head_hash, cursor_tx::text, cursor_type, cursor_id, cursor_seq FROM log_sequencer",
+        )
+        .fetch_one(&self.pool)
+        .await?;
         let unsequenced: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM events e \
               WHERE (e.tx_id, e.aggregate_type, e.aggregate_id, e.sequence) > ($1::xid8, $2, $3, $4)",
@@ -327,9 +297,7 @@ impl EventLog {
                 () = tokio::time::sleep(self.config.follow_poll) => {}
             }
             if let Ok(position) = head_position(&self.pool).await {
-                self.metrics
-                    .head_position
-                    .set(i64::try_from(position).unwrap_or(i64::MAX));
+                self.metrics.head_position.set(i64::try_from(position).unwrap_or(i64::MAX));
                 self.head.send_if_modified(|head| {
                     let moved = position > *head;
                     *head = (*head).max(position);
@@ -341,18 +309,12 @@ impl EventLog {
 }
 
 async fn head_position(pool: &PgPool) -> Result<u64, LogError> {
-    let head: i64 = sqlx::query_scalar("SELECT head_position FROM log_sequencer")
-        .fetch_one(pool)
-        .await?;
+    let head: i64 = sqlx::query_scalar("SELECT head_position FROM log_sequencer").fetch_one(pool).await?;
     Ok(u64::try_from(head).unwrap_or(0))
 }
 
 /// Up to `limit` events after position `after`, in order.
-pub async fn read_batch(
-    pool: &PgPool,
-    after: u64,
-    limit: u32,
-) -> Result<Vec<LoggedEvent>, LogError> {
+pub async fn read_batch(pool: &PgPool, after: u64, limit: u32) -> Result<Vec<LoggedEvent>, LogError> {
     let after = i64::try_from(after).unwrap_or(i64::MAX);
     let rows: Vec<LoggedRow> = sqlx::query_as(&format!(
         "SELECT l.global_position, l.hash, {EVENT_COLUMNS} \
@@ -397,10 +359,7 @@ impl Follower {
         loop {
             if let Some(event) = self.buffer.pop_front() {
                 if event.position != self.after + 1 {
-                    let gap = LogError::Gap {
-                        after: self.after,
-                        found: event.position,
-                    };
+                    let gap = LogError::Gap { after: self.after, found: event.position };
                     self.buffer.clear();
                     return Err(gap);
                 }

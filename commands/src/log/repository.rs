@@ -8,9 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::Utc;
-use cqrs_es::persist::{
-    PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
-};
+use cqrs_es::persist::{PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot};
 use cqrs_es::Aggregate;
 use postgres_es::PostgresEventRepository;
 use recall_domain::{CommandMeta, Envelope};
@@ -45,9 +43,7 @@ pub struct LogRepository {
 
 impl std::fmt::Debug for LogRepository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LogRepository")
-            .field("site", &self.site)
-            .finish()
+        f.debug_struct("LogRepository").field("site", &self.site).finish()
     }
 }
 
@@ -70,12 +66,7 @@ UPDATE snapshots SET last_sequence = $3, payload = $5::json, current_snapshot = 
 
 impl LogRepository {
     pub fn new(pool: PgPool, clock: Arc<HybridClock>, site: impl Into<String>) -> Self {
-        Self {
-            reads: PostgresEventRepository::new(pool.clone()),
-            pool,
-            clock,
-            site: site.into(),
-        }
+        Self { reads: PostgresEventRepository::new(pool.clone()), pool, clock, site: site.into() }
     }
 
     async fn append(
@@ -90,20 +81,12 @@ impl LogRepository {
         let meta = command_meta(&first.metadata)?;
         // Postgres keeps microseconds: so does the envelope, or the metadata column would disagree.
         let now = Utc::now();
-        let recorded_at =
-            chrono::DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
+        let recorded_at = chrono::DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
         let n = events.len();
-        let (mut sequences, mut types, mut versions) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let (mut payloads, mut metadatas, mut ids, mut hlcs) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
+        let (mut sequences, mut types, mut versions) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut payloads, mut metadatas, mut ids, mut hlcs) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
         let mut appended = Vec::with_capacity(n);
         for event in events {
             let envelope = Envelope {
@@ -114,8 +97,7 @@ impl LogRepository {
                 hlc: self.clock.now(),
                 recorded_at,
             };
-            let sequence = i64::try_from(event.sequence)
-                .map_err(|e| PersistenceError::UnknownError(Box::new(e)))?;
+            let sequence = i64::try_from(event.sequence).map_err(|e| PersistenceError::UnknownError(Box::new(e)))?;
             sequences.push(sequence);
             types.push(event.event_type.clone());
             versions.push(event.event_version.clone());
@@ -159,21 +141,13 @@ impl LogRepository {
             let last_sequence = sequences.last().copied().unwrap_or_default();
             let payload = serde_json::to_string(&payload).map_err(unknown)?;
             let current = i64::try_from(current_snapshot).map_err(unknown)?;
-            let query = sqlx::query(if current_snapshot == 1 {
-                INSERT_SNAPSHOT
-            } else {
-                UPDATE_SNAPSHOT
-            })
-            .bind(aggregate_type)
-            .bind(&aggregate_id)
-            .bind(last_sequence)
-            .bind(current)
-            .bind(payload);
-            let query = if current_snapshot == 1 {
-                query
-            } else {
-                query.bind(current - 1)
-            };
+            let query = sqlx::query(if current_snapshot == 1 { INSERT_SNAPSHOT } else { UPDATE_SNAPSHOT })
+                .bind(aggregate_type)
+                .bind(&aggregate_id)
+                .bind(last_sequence)
+                .bind(current)
+                .bind(payload);
+            let query = if current_snapshot == 1 { query } else { query.bind(current - 1) };
             let done = query.execute(&mut *tx).await.map_err(database)?;
             // Checked before commit (postgres-es checks after): a lost snapshot race writes nothing.
             if done.rows_affected() != 1 {
@@ -191,10 +165,7 @@ pub fn envelope_metadata(envelope: &Envelope) -> BTreeMap<&'static str, String> 
     let m = &envelope.meta;
     let optional = [
         ("tenant_id", m.tenant_id.map(|v| v.to_string())),
-        (
-            "impersonator",
-            m.impersonator.as_ref().map(ToString::to_string),
-        ),
+        ("impersonator", m.impersonator.as_ref().map(ToString::to_string)),
         ("session_id", m.session_id.map(|v| v.to_string())),
         ("device_id", m.device_id.map(|v| v.to_string())),
         ("source_addr", m.source_addr.map(|v| v.to_string())),
@@ -207,12 +178,7 @@ pub fn envelope_metadata(envelope: &Envelope) -> BTreeMap<&'static str, String> 
         ("actor", m.actor.to_string()),
         ("origin_site", envelope.origin_site.clone()),
         ("hlc", envelope.hlc.to_string()),
-        (
-            "recorded_at",
-            envelope
-                .recorded_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        ),
+        ("recorded_at", envelope.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
     ]);
     map.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
     map
@@ -222,9 +188,7 @@ fn command_meta(metadata: &Value) -> Result<CommandMeta, PersistenceError> {
     let text = metadata
         .get(META_KEY)
         .and_then(Value::as_str)
-        .ok_or_else(|| {
-            PersistenceError::UnknownError("an event reached the log without its envelope".into())
-        })?;
+        .ok_or_else(|| PersistenceError::UnknownError("an event reached the log without its envelope".into()))?;
     serde_json::from_str(text).map_err(unknown)
 }
 
@@ -249,10 +213,7 @@ fn database(e: sqlx::Error) -> PersistenceError {
 }
 
 impl PersistedEventRepository for LogRepository {
-    async fn get_events<A: Aggregate>(
-        &self,
-        aggregate_id: &str,
-    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+    async fn get_events<A: Aggregate>(&self, aggregate_id: &str) -> Result<Vec<SerializedEvent>, PersistenceError> {
         self.reads.get_events::<A>(aggregate_id).await
     }
 
@@ -261,9 +222,7 @@ impl PersistedEventRepository for LogRepository {
         aggregate_id: &str,
         last_sequence: usize,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        self.reads
-            .get_last_events::<A>(aggregate_id, last_sequence)
-            .await
+        self.reads.get_last_events::<A>(aggregate_id, last_sequence).await
     }
 
     async fn get_snapshot<A: Aggregate>(
@@ -284,10 +243,7 @@ impl PersistedEventRepository for LogRepository {
         Ok(())
     }
 
-    async fn stream_events<A: Aggregate>(
-        &self,
-        aggregate_id: &str,
-    ) -> Result<ReplayStream, PersistenceError> {
+    async fn stream_events<A: Aggregate>(&self, aggregate_id: &str) -> Result<ReplayStream, PersistenceError> {
         self.reads.stream_events::<A>(aggregate_id).await
     }
 

@@ -84,10 +84,8 @@ impl Sequencer {
         // A connection of its own: the session lock lives and dies with it.
         let mut conn = self.pool.acquire().await?.detach();
         loop {
-            let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                .bind(SEQUENCER_LOCK)
-                .fetch_one(&mut conn)
-                .await?;
+            let leader: bool =
+                sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(SEQUENCER_LOCK).fetch_one(&mut conn).await?;
             if leader {
                 break;
             }
@@ -105,14 +103,10 @@ impl Sequencer {
             let started = Instant::now();
             let round = round(&mut conn, self.config.batch_size).await?;
             self.metrics.sequencer_rounds.inc();
-            self.metrics
-                .sequencer_round_seconds
-                .observe(started.elapsed().as_secs_f64());
+            self.metrics.sequencer_round_seconds.observe(started.elapsed().as_secs_f64());
             if round.numbered > 0 {
                 self.metrics.sequencer_events.inc_by(round.numbered as u64);
-                self.metrics
-                    .head_position
-                    .set(i64::try_from(round.head).unwrap_or(i64::MAX));
+                self.metrics.head_position.set(i64::try_from(round.head).unwrap_or(i64::MAX));
                 self.head.send_if_modified(|head| {
                     let moved = round.head > *head;
                     *head = (*head).max(round.head);
@@ -122,11 +116,7 @@ impl Sequencer {
             if round.more_ready {
                 continue;
             }
-            let wait = if round.held_back {
-                self.config.held_back_retry
-            } else {
-                self.config.idle_poll
-            };
+            let wait = if round.held_back { self.config.held_back_retry } else { self.config.idle_poll };
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = self.signal.local.notified() => {}
@@ -135,25 +125,18 @@ impl Sequencer {
             }
         }
         self.set_leader(false);
-        let _: bool = sqlx::query_scalar("SELECT pg_advisory_unlock($1)")
-            .bind(SEQUENCER_LOCK)
-            .fetch_one(&mut conn)
-            .await?;
+        let _: bool =
+            sqlx::query_scalar("SELECT pg_advisory_unlock($1)").bind(SEQUENCER_LOCK).fetch_one(&mut conn).await?;
         conn.close().await
     }
 }
 
 /// One round: number the next ready rows, chain them, move the cursor, tell the readers. One transaction.
-pub(crate) async fn round(
-    conn: &mut PgConnection,
-    batch_size: usize,
-) -> Result<Round, sqlx::Error> {
+pub(crate) async fn round(conn: &mut PgConnection, batch_size: usize) -> Result<Round, sqlx::Error> {
     let mut tx = conn.begin().await?;
     // First, before this transaction holds an id of its own: every transaction below the horizon is done.
     let horizon: String =
-        sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
-            .fetch_one(&mut *tx)
-            .await?;
+        sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text").fetch_one(&mut *tx).await?;
     let cursor: Cursor = sqlx::query_as(
         "SELECT cursor_tx::text AS cursor_tx, cursor_type, cursor_id, cursor_seq, head_position, head_hash \
            FROM log_sequencer FOR UPDATE",
@@ -178,34 +161,15 @@ pub(crate) async fn round(
     .await?;
 
     let mut head = u64::try_from(cursor.head_position).unwrap_or(0);
-    let mut hash: [u8; 32] = cursor
-        .head_hash
-        .as_slice()
-        .try_into()
-        .unwrap_or(chain::GENESIS);
+    let mut hash: [u8; 32] = cursor.head_hash.as_slice().try_into().unwrap_or(chain::GENESIS);
     let Some(last) = candidates.last() else {
-        let held_back = held_back(
-            &mut tx,
-            &cursor.cursor_tx,
-            &cursor.cursor_type,
-            &cursor.cursor_id,
-            cursor.cursor_seq,
-        )
-        .await?;
+        let held_back =
+            held_back(&mut tx, &cursor.cursor_tx, &cursor.cursor_type, &cursor.cursor_id, cursor.cursor_seq).await?;
         tx.commit().await?;
-        return Ok(Round {
-            numbered: 0,
-            head,
-            more_ready: false,
-            held_back,
-        });
+        return Ok(Round { numbered: 0, head, more_ready: false, held_back });
     };
-    let (last_tx, last_type, last_id, last_seq) = (
-        last.tx_id.clone(),
-        last.event.aggregate_type.clone(),
-        last.event.aggregate_id.clone(),
-        last.event.sequence,
-    );
+    let (last_tx, last_type, last_id, last_seq) =
+        (last.tx_id.clone(), last.event.aggregate_type.clone(), last.event.aggregate_id.clone(), last.event.sequence);
 
     let mut positions = Vec::with_capacity(candidates.len());
     let mut ids: Vec<Uuid> = Vec::with_capacity(candidates.len());
@@ -239,21 +203,11 @@ pub(crate) async fn round(
     .bind(hash.as_slice())
     .execute(&mut *tx)
     .await?;
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(SEQUENCED_CHANNEL)
-        .bind(head.to_string())
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query("SELECT pg_notify($1, $2)").bind(SEQUENCED_CHANNEL).bind(head.to_string()).execute(&mut *tx).await?;
     let more_ready = candidates.len() == batch_size;
-    let held_back =
-        !more_ready && held_back(&mut tx, &last_tx, &last_type, &last_id, last_seq).await?;
+    let held_back = !more_ready && held_back(&mut tx, &last_tx, &last_type, &last_id, last_seq).await?;
     tx.commit().await?;
-    Ok(Round {
-        numbered: candidates.len(),
-        head,
-        more_ready,
-        held_back,
-    })
+    Ok(Round { numbered: candidates.len(), head, more_ready, held_back })
 }
 
 /// Whether rows beyond the cursor exist (written by transactions the horizon still holds back).

@@ -36,11 +36,7 @@ impl AppendSignal {
                 () = shutdown.cancelled() => return,
                 () = self.remote.notified() => {}
             }
-            if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
-                .bind(APPENDED_CHANNEL)
-                .execute(&pool)
-                .await
-            {
+            if let Err(e) = sqlx::query("SELECT pg_notify($1, '')").bind(APPENDED_CHANNEL).execute(&pool).await {
                 // The sequencer polls as well; a lost wake-up only costs latency.
                 tracing::debug!(error = %e, "could not wake the site's sequencer");
             }

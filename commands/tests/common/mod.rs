@@ -53,12 +53,9 @@ impl Aggregate for Counter {
 
     async fn decide(&self, command: CounterCommand, _: &()) -> Result<Vec<CounterEvent>, Refused> {
         match command {
-            CounterCommand::Add { times } => Ok((1..=u64::from(times))
-                .map(|i| CounterEvent::Added {
-                    by: 1,
-                    value: self.value + i,
-                })
-                .collect()),
+            CounterCommand::Add { times } => {
+                Ok((1..=u64::from(times)).map(|i| CounterEvent::Added { by: 1, value: self.value + i }).collect())
+            }
             CounterCommand::Fail => Err(Refused),
         }
     }
@@ -77,13 +74,7 @@ pub fn config(site: &str) -> LogConfig {
 }
 
 pub async fn open_log(pool: PgPool, site: &str) -> Arc<EventLog> {
-    EventLog::open(
-        pool,
-        config(site),
-        LogMetrics::unregistered().expect("metrics"),
-    )
-    .await
-    .expect("the log opens")
+    EventLog::open(pool, config(site), LogMetrics::unregistered().expect("metrics")).await.expect("the log opens")
 }
 
 /// Opens the log and starts its sequencer; cancel the token to stop it.
@@ -102,11 +93,7 @@ pub async fn wait_until_sequenced(log: &EventLog, limit: Duration) {
         if status.unsequenced == 0 {
             return;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "still {} unsequenced",
-            status.unsequenced
-        );
+        assert!(tokio::time::Instant::now() < deadline, "still {} unsequenced", status.unsequenced);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -131,26 +118,11 @@ pub fn assert_well_formed(events: &[LoggedEvent]) {
     let mut last_sequence: HashMap<(String, String), i64> = HashMap::new();
     let mut hash = recall_commands::log::chain::GENESIS;
     for (i, logged) in events.iter().enumerate() {
-        assert_eq!(
-            logged.position,
-            i as u64 + 1,
-            "positions must be dense from 1"
-        );
-        assert!(
-            seen.insert(logged.event.event_id),
-            "event {} appears twice",
-            logged.event.event_id
-        );
+        assert_eq!(logged.position, i as u64 + 1, "positions must be dense from 1");
+        assert!(seen.insert(logged.event.event_id), "event {} appears twice", logged.event.event_id);
         hash = recall_commands::log::chain::link(&hash, logged.position, &logged.event);
-        assert_eq!(
-            hash, logged.hash,
-            "chain broken at position {}",
-            logged.position
-        );
-        let key = (
-            logged.event.aggregate_type.clone(),
-            logged.event.aggregate_id.clone(),
-        );
+        assert_eq!(hash, logged.hash, "chain broken at position {}", logged.position);
+        let key = (logged.event.aggregate_type.clone(), logged.event.aggregate_id.clone());
         let previous = last_sequence.insert(key.clone(), logged.event.sequence);
         assert!(
             previous.is_none_or(|p| p + 1 == logged.event.sequence),

@@ -1,0 +1,117 @@
+//! `recall serve` on its embedded default, as a newcomer runs it: from an empty data directory it starts a
+//! private Postgres, answers `health`, stops cleanly on Ctrl-C (SIGINT), and starts again on the same
+//! directory with its data intact.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+struct Server {
+    child: Child,
+    address: String,
+    logs: mpsc::Receiver<String>,
+}
+
+fn start(data_dir: &Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_recall"))
+        .args(["--log-format", "json", "serve", "--http", "127.0.0.1:0", "--site", "first-run", "--node", "n1"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("recall starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let (lines, logs) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let line = logs
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("recall reports its address before the time limit");
+        let Ok(entry) = serde_json::from_str::<Value>(&line) else { continue };
+        if let Some(address) = entry["fields"]["address"].as_str() {
+            return Server { child, address: address.to_owned(), logs };
+        }
+    }
+}
+
+impl Server {
+    fn graphql(&self, query: &str) -> Value {
+        let body = serde_json::json!({ "query": query }).to_string();
+        let mut stream = TcpStream::connect(&self.address).expect("connect");
+        write!(
+            stream,
+            "POST /graphql HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.address,
+            body.len()
+        )
+        .expect("request");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("response");
+        let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        serde_json::from_str(body).expect("JSON body")
+    }
+
+    /// Ctrl-C, then wait for a clean exit.
+    fn stop(mut self) {
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGINT).expect("SIGINT");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                let logs: Vec<String> = self.logs.try_iter().collect();
+                assert!(status.success(), "recall exited with {status}: {logs:#?}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "recall did not stop after SIGINT");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn log_head(server: &Server) -> u64 {
+    let body = server.graphql("{ version health { ok site node logHead unsequencedEvents } }");
+    let health = &body["data"]["health"];
+    assert_eq!(health["ok"], true, "{body}");
+    assert_eq!(health["site"], "first-run");
+    assert_eq!(health["node"], "n1");
+    assert_eq!(body["data"]["version"], env!("CARGO_PKG_VERSION"));
+    health["logHead"].as_u64().expect("logHead")
+}
+
+#[test]
+fn serve_runs_the_embedded_default_stops_cleanly_and_keeps_its_data() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("recall-data");
+
+    let server = start(&data_dir);
+    // The node's start is the first event of the site's log.
+    assert_eq!(log_head(&server), 1);
+    server.stop();
+    assert!(!data_dir.join("postgres/postmaster.pid").exists(), "the embedded Postgres was stopped with recall");
+
+    let server = start(&data_dir);
+    // Start, clean stop, start again: the first run's events are still there.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while log_head(&server) < 3 {
+        assert!(Instant::now() < deadline, "the log lost the first run's events");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(log_head(&server), 3);
+    server.stop();
+}
