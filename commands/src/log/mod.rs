@@ -42,6 +42,8 @@ pub struct LogConfig {
     pub idle_poll: Duration,
     /// How soon the sequencer looks again while an unfinished transaction holds rows back.
     pub held_back_retry: Duration,
+    /// Shortest time from the start of one sequencer round to the next (unless a full batch is waiting).
+    pub min_round_interval: Duration,
     /// How often a standing-by process tries to become the sequencer.
     pub standby_retry: Duration,
     /// How often followers check the head when no notification came.
@@ -56,6 +58,7 @@ impl LogConfig {
             batch_size: 2000,
             idle_poll: Duration::from_millis(200),
             held_back_retry: Duration::from_millis(5),
+            min_round_interval: Duration::from_millis(5),
             standby_retry: Duration::from_secs(1),
             follow_poll: Duration::from_millis(500),
         }
@@ -89,6 +92,9 @@ impl From<sqlx::Error> for LogError {
     }
 }
 
+/// `status` counts unsequenced events up to this many; a larger backlog reads as this number.
+const UNSEQUENCED_CAP: i64 = 1_000_000;
+
 /// Where the log stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogStatus {
@@ -96,7 +102,7 @@ pub struct LogStatus {
     pub head_position: u64,
     /// Hash of the head position (all zeros for an empty log).
     pub head_hash: [u8; 32],
-    /// Events appended but not sequenced yet.
+    /// Events appended but not sequenced yet (counted up to a million).
     pub unsequenced: u64,
 }
 
@@ -254,16 +260,24 @@ impl EventLog {
         )
         .fetch_one(&self.pool)
         .await?;
+        // The backlog is a range of the sequencing index; Postgres cannot estimate the row comparison and
+        // would scan the whole table, so this transaction is told not to.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET LOCAL enable_seqscan = off").execute(&mut *tx).await?;
+        sqlx::query("SET LOCAL enable_bitmapscan = off").execute(&mut *tx).await?;
         let unsequenced: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM events e \
-              WHERE (e.tx_id, e.aggregate_type, e.aggregate_id, e.sequence) > ($1::xid8, $2, $3, $4)",
+            "SELECT count(*) FROM (SELECT 1 FROM events e \
+              WHERE (e.tx_id, e.aggregate_type, e.aggregate_id, e.sequence) > ($1::xid8, $2, $3, $4) \
+              ORDER BY e.tx_id, e.aggregate_type, e.aggregate_id, e.sequence LIMIT $5) AS pending",
         )
         .bind(cursor_tx)
         .bind(cursor_type)
         .bind(cursor_id)
         .bind(cursor_seq)
-        .fetch_one(&self.pool)
+        .bind(UNSEQUENCED_CAP)
+        .fetch_one(&mut *tx)
         .await?;
+        tx.commit().await?;
         self.metrics.unsequenced_events.set(unsequenced);
         Ok(LogStatus {
             head_position: u64::try_from(head_position).unwrap_or(0),
