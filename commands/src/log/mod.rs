@@ -58,7 +58,7 @@ impl LogConfig {
             batch_size: 2000,
             idle_poll: Duration::from_millis(200),
             held_back_retry: Duration::from_millis(5),
-            min_round_interval: Duration::from_millis(5),
+            min_round_interval: Duration::from_millis(10),
             standby_retry: Duration::from_secs(1),
             follow_poll: Duration::from_millis(500),
         }

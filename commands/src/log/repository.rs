@@ -112,8 +112,7 @@ impl LogRepository {
             });
         }
 
-        let mut tx = self.pool.begin().await.map_err(database)?;
-        sqlx::query(INSERT_EVENTS)
+        let insert = sqlx::query(INSERT_EVENTS)
             .bind(aggregate_type)
             .bind(&first.aggregate_id)
             .bind(&sequences)
@@ -132,27 +131,28 @@ impl LogRepository {
             .bind(&self.site)
             .bind(recorded_at)
             .bind(&ids)
-            .bind(&hlcs)
-            .execute(&mut *tx)
-            .await
-            .map_err(database)?;
-
-        if let Some((aggregate_id, payload, current_snapshot)) = snapshot {
-            let last_sequence = sequences.last().copied().unwrap_or_default();
-            let payload = serde_json::to_string(&payload).map_err(unknown)?;
-            let current = i64::try_from(current_snapshot).map_err(unknown)?;
-            let query = sqlx::query(if current_snapshot == 1 { INSERT_SNAPSHOT } else { UPDATE_SNAPSHOT })
-                .bind(aggregate_type)
-                .bind(&aggregate_id)
-                .bind(last_sequence)
-                .bind(current)
-                .bind(payload);
-            let query = if current_snapshot == 1 { query } else { query.bind(current - 1) };
-            let done = query.execute(&mut *tx).await.map_err(database)?;
-            // Checked before commit (postgres-es checks after): a lost snapshot race writes nothing.
-            if done.rows_affected() != 1 {
-                return Err(PersistenceError::OptimisticLockError);
-            }
+            .bind(&hlcs);
+        let Some((aggregate_id, payload, current_snapshot)) = snapshot else {
+            // One statement is its own transaction: no BEGIN/COMMIT round trips for the common case.
+            insert.execute(&self.pool).await.map_err(database)?;
+            return Ok(appended);
+        };
+        let mut tx = self.pool.begin().await.map_err(database)?;
+        insert.execute(&mut *tx).await.map_err(database)?;
+        let last_sequence = sequences.last().copied().unwrap_or_default();
+        let payload = serde_json::to_string(&payload).map_err(unknown)?;
+        let current = i64::try_from(current_snapshot).map_err(unknown)?;
+        let query = sqlx::query(if current_snapshot == 1 { INSERT_SNAPSHOT } else { UPDATE_SNAPSHOT })
+            .bind(aggregate_type)
+            .bind(&aggregate_id)
+            .bind(last_sequence)
+            .bind(current)
+            .bind(payload);
+        let query = if current_snapshot == 1 { query } else { query.bind(current - 1) };
+        let done = query.execute(&mut *tx).await.map_err(database)?;
+        // Checked before commit (postgres-es checks after): a lost snapshot race writes nothing.
+        if done.rows_affected() != 1 {
+            return Err(PersistenceError::OptimisticLockError);
         }
         tx.commit().await.map_err(database)?;
         Ok(appended)
