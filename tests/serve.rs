@@ -38,14 +38,33 @@ fn start(data_dir: &Path) -> Server {
             }
         }
     });
+    // Owned by the server from here on, so a failed start still reaps the process (see Drop).
+    let mut server = Server { child, address: String::new(), logs };
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let line = logs
+        let line = server
+            .logs
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .expect("recall reports its address before the time limit");
         let Ok(entry) = serde_json::from_str::<Value>(&line) else { continue };
         if let Some(address) = entry["fields"]["address"].as_str() {
-            return Server { child, address: address.to_owned(), logs };
+            server.address = address.to_owned();
+            return server;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // A test that failed midway must not leave recall (and its Postgres) running.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGINT);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }
