@@ -103,27 +103,27 @@ mod tests {
     #[test]
     fn every_field_changes_the_hash() {
         let base = link(&GENESIS, 1, &event());
-        let variants: Vec<Box<dyn Fn(&mut StoredEvent)>> = vec![
-            Box::new(|e| e.aggregate_type.push('x')),
-            Box::new(|e| e.aggregate_id.push('x')),
-            Box::new(|e| e.sequence += 1),
-            Box::new(|e| e.event_type.push('x')),
-            Box::new(|e| e.event_version.push('x')),
-            Box::new(|e| e.payload.push(' ')),
-            Box::new(|e| e.metadata.push(' ')),
-            Box::new(|e| e.event_id = Uuid::from_u128(2)),
-            Box::new(|e| e.tenant_id = Some(Uuid::nil())),
-            Box::new(|e| e.actor.push('x')),
-            Box::new(|e| e.impersonator = Some(String::new())),
-            Box::new(|e| e.session_id = Some(Uuid::nil())),
-            Box::new(|e| e.device_id = Some(Uuid::nil())),
-            Box::new(|e| e.source_addr = Some("127.0.0.1".into())),
-            Box::new(|e| e.correlation_id = Some(Uuid::nil())),
-            Box::new(|e| e.causation_id = Some(Uuid::nil())),
-            Box::new(|e| e.origin_site.push('x')),
-            Box::new(|e| e.origin_pos = Some(0)),
-            Box::new(|e| e.hlc.push('0')),
-            Box::new(|e| e.recorded_at += chrono::Duration::microseconds(1)),
+        let variants: Vec<fn(&mut StoredEvent)> = vec![
+            |e| e.aggregate_type.push('x'),
+            |e| e.aggregate_id.push('x'),
+            |e| e.sequence += 1,
+            |e| e.event_type.push('x'),
+            |e| e.event_version.push('x'),
+            |e| e.payload.push(' '),
+            |e| e.metadata.push(' '),
+            |e| e.event_id = Uuid::from_u128(2),
+            |e| e.tenant_id = Some(Uuid::nil()),
+            |e| e.actor.push('x'),
+            |e| e.impersonator = Some(String::new()),
+            |e| e.session_id = Some(Uuid::nil()),
+            |e| e.device_id = Some(Uuid::nil()),
+            |e| e.source_addr = Some("127.0.0.1".into()),
+            |e| e.correlation_id = Some(Uuid::nil()),
+            |e| e.causation_id = Some(Uuid::nil()),
+            |e| e.origin_site.push('x'),
+            |e| e.origin_pos = Some(0),
+            |e| e.hlc.push('0'),
+            |e| e.recorded_at += chrono::Duration::microseconds(1),
         ];
         for (i, change) in variants.iter().enumerate() {
             let mut e = event();
