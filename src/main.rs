@@ -186,6 +186,8 @@ async fn serve_on(
     let shutdown = CancellationToken::new();
     let tasks = log.spawn(true, shutdown.clone());
 
+    // Bound before the start is recorded: a start that cannot listen is no start.
+    let listener = tokio::net::TcpListener::bind(http).await.with_context(|| format!("cannot listen on {http}"))?;
     let sites = CommandService::<Site>::with_snapshots(log.clone(), (), 100);
     let meta = || CommandMeta::system(format!("node:{node}"));
     let started = sites
@@ -204,7 +206,6 @@ async fn serve_on(
         }
     }
 
-    let listener = tokio::net::TcpListener::bind(http).await.with_context(|| format!("cannot listen on {http}"))?;
     let address = listener.local_addr().context("cannot read the listening address")?;
     tracing::info!(
         %address, site, node, embedded, data_dir = %data_dir.display(),

@@ -95,11 +95,12 @@ async fn concurrent_writers_are_seen_live_exactly_once_in_order_without_gaps(
     tokio::time::sleep(Duration::from_millis(50)).await;
 
     let mut writers = Vec::new();
-    for w in 0..8 {
+    // Sixteen writers: ten foreign ones pausing inside their transactions, six through the command service.
+    for w in 0..10 {
         let pool = pool.clone();
         writers.push(tokio::spawn(foreign_writer(pool, w, 25)));
     }
-    for w in 0..8 {
+    for w in 0..6 {
         let service = service.clone();
         writers.push(tokio::spawn(async move {
             let mut appended = 0;
