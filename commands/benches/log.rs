@@ -45,7 +45,7 @@ struct Args {
     bench: bool,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Tally {
     value: u64,
 }

@@ -6,6 +6,8 @@ use std::future::Future;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::index::IndexChange;
+
 /// A fact that happened. Its type string is frozen once shipped; a changed shape gets a new version.
 pub trait DomainEvent: Serialize + DeserializeOwned + Clone + PartialEq + std::fmt::Debug + Send + Sync {
     /// The frozen name of the event, e.g. `NodeStarted`.
@@ -15,7 +17,7 @@ pub trait DomainEvent: Serialize + DeserializeOwned + Clone + PartialEq + std::f
 }
 
 /// An event-sourced aggregate.
-pub trait Aggregate: Default + Serialize + DeserializeOwned + Send + Sync {
+pub trait Aggregate: Default + Clone + Serialize + DeserializeOwned + Send + Sync {
     /// The aggregate type as stored in the log (`aggregate_type`). Frozen once shipped.
     const TYPE: &'static str;
     type Command: Send;
@@ -34,4 +36,11 @@ pub trait Aggregate: Default + Serialize + DeserializeOwned + Send + Sync {
 
     /// Move the state forward by one event. Never fails: the event already happened.
     fn apply(&mut self, event: Self::Event);
+
+    /// What `event` claims or releases in the write side's index (unique names, memberships), given the
+    /// state before it. The write side changes the index in the same transaction as it appends the event,
+    /// so a claim that another aggregate holds refuses the whole command. Most events change nothing.
+    fn index_changes(&self, _event: &Self::Event) -> Vec<IndexChange> {
+        Vec::new()
+    }
 }

@@ -2,10 +2,20 @@
 //! Nothing here does I/O, reads a clock or draws a random number: time, new ids and facts from outside
 //! arrive in the command, in the envelope, or through a small trait the caller passes in.
 
+pub mod access;
 pub mod aggregate;
 pub mod envelope;
+pub mod group;
 pub mod hlc;
+pub mod index;
+pub mod names;
+pub mod recording_policy;
+pub mod role;
 pub mod site;
+pub mod tenant;
+
+#[cfg(test)]
+mod testing;
 
 pub use aggregate::{Aggregate, DomainEvent};
 pub use envelope::{Actor, ActorParseError, CommandMeta, Envelope};

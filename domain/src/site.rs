@@ -121,17 +121,7 @@ mod tests {
     }
 
     fn decide(site: &Site, command: SiteCommand) -> Result<Vec<SiteEvent>, SiteError> {
-        resolve(site.decide(command, &()))
-    }
-
-    /// The domain has no executor; its futures never wait, so one poll finishes them.
-    fn resolve<F: std::future::Future>(future: F) -> F::Output {
-        let mut future = std::pin::pin!(future);
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        match future.as_mut().poll(&mut cx) {
-            std::task::Poll::Ready(output) => output,
-            std::task::Poll::Pending => panic!("a domain decision waited"),
-        }
+        crate::testing::resolve(site.decide(command, &()))
     }
 
     fn started(node: &str, unclean: bool) -> SiteEvent {

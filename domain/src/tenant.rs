@@ -1,0 +1,489 @@
+//! The tenant aggregate (keyed by tenant id): one customer organisation of the service. Created by the
+//! service provider; holds the tenant's name, default time zone, default recording rule, storage option,
+//! file-encryption switch, audio format, retention policy and whether impersonation needs a verification
+//! code. Names are unique service-wide (case-insensitive), kept by the write side's index.
+
+use serde::{Deserialize, Serialize};
+
+use crate::aggregate::{Aggregate, DomainEvent};
+use crate::index::{moves, IndexChange, IndexKey, Namespace};
+use crate::names::{display_name, timezone, NameError};
+use crate::recording_policy::{AudioFormat, DefaultRecordingRule, RecordMode, RetentionPolicy, StorageOption};
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tenant {
+    state: TenantState,
+    name: String,
+    timezone: String,
+    default_rule: DefaultRecordingRule,
+    storage: StorageOption,
+    file_encryption: bool,
+    audio_format: AudioFormat,
+    retention: RetentionPolicy,
+    impersonation_verification: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+enum TenantState {
+    #[default]
+    New,
+    Active,
+    Deactivated,
+}
+
+/// The settings a tenant starts with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantSettings {
+    pub name: String,
+    pub timezone: String,
+    pub default_rule: DefaultRecordingRule,
+    pub storage: StorageOption,
+    pub file_encryption: bool,
+    pub audio_format: AudioFormat,
+}
+
+impl TenantSettings {
+    /// A tenant with the defaults: UTC, record everything (unassigned calls too), non-hosted storage,
+    /// no file encryption, MP3 stereo 32 kbit/s.
+    pub fn named(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            timezone: "UTC".to_owned(),
+            default_rule: DefaultRecordingRule::default(),
+            storage: StorageOption::default(),
+            file_encryption: false,
+            audio_format: AudioFormat::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TenantCommand {
+    CreateTenant(TenantSettings),
+    RenameTenant {
+        name: String,
+    },
+    SetTenantTimezone {
+        timezone: String,
+    },
+    SetDefaultRecordingRule {
+        rule: DefaultRecordingRule,
+    },
+    SetStorageOption {
+        option: StorageOption,
+    },
+    /// Switches file encryption of new recordings on or off.
+    SetFileEncryption {
+        enabled: bool,
+    },
+    SetAudioFormat {
+        format: AudioFormat,
+    },
+    SetRetentionPolicy {
+        policy: RetentionPolicy,
+    },
+    /// Whether an administrator must enter a verification code before impersonating a user.
+    SetImpersonationVerification {
+        required: bool,
+    },
+    /// The tenant's users can no longer sign in and its calls are no longer recorded; nothing is deleted.
+    DeactivateTenant,
+    ReactivateTenant,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TenantEvent {
+    TenantCreated(TenantSettings),
+    TenantRenamed { name: String },
+    TenantTimezoneChanged { timezone: String },
+    DefaultRecordingRuleChanged { rule: DefaultRecordingRule },
+    StorageOptionChanged { option: StorageOption },
+    FileEncryptionSwitched { enabled: bool },
+    AudioFormatChanged { format: AudioFormat },
+    RetentionPolicySet { policy: RetentionPolicy },
+    ImpersonationVerificationSet { required: bool },
+    TenantDeactivated,
+    TenantReactivated,
+}
+
+impl DomainEvent for TenantEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            Self::TenantCreated(_) => "TenantCreated",
+            Self::TenantRenamed { .. } => "TenantRenamed",
+            Self::TenantTimezoneChanged { .. } => "TenantTimezoneChanged",
+            Self::DefaultRecordingRuleChanged { .. } => "DefaultRecordingRuleChanged",
+            Self::StorageOptionChanged { .. } => "StorageOptionChanged",
+            Self::FileEncryptionSwitched { .. } => "FileEncryptionSwitched",
+            Self::AudioFormatChanged { .. } => "AudioFormatChanged",
+            Self::RetentionPolicySet { .. } => "RetentionPolicySet",
+            Self::ImpersonationVerificationSet { .. } => "ImpersonationVerificationSet",
+            Self::TenantDeactivated => "TenantDeactivated",
+            Self::TenantReactivated => "TenantReactivated",
+        }
+    }
+
+    fn event_version(&self) -> &'static str {
+        "1"
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TenantError {
+    #[error("this tenant already exists")]
+    AlreadyExists,
+    #[error("no such tenant")]
+    NotFound,
+    #[error("invalid tenant name: {0}")]
+    InvalidName(NameError),
+    #[error("{0}")]
+    InvalidTimezone(NameError),
+    #[error("a tenant's default record mode must be always, on demand or never")]
+    InvalidDefaultRule,
+    #[error("audit-trail retention must be {min} to {max} days", min = RetentionPolicy::MIN_AUDIT_DAYS, max = RetentionPolicy::MAX_DAYS)]
+    AuditRetentionOutOfRange,
+    #[error("recording retention must be 1 to {max} days, or none to keep recordings", max = RetentionPolicy::MAX_DAYS)]
+    RecordingRetentionOutOfRange,
+    #[error("the tenant is already deactivated")]
+    AlreadyDeactivated,
+    #[error("the tenant is active")]
+    NotDeactivated,
+}
+
+impl Tenant {
+    pub fn exists(&self) -> bool {
+        self.state != TenantState::New
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.state == TenantState::Active
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn timezone(&self) -> &str {
+        &self.timezone
+    }
+
+    pub fn default_rule(&self) -> DefaultRecordingRule {
+        self.default_rule
+    }
+
+    pub fn storage(&self) -> StorageOption {
+        self.storage
+    }
+
+    pub fn file_encryption(&self) -> bool {
+        self.file_encryption
+    }
+
+    pub fn audio_format(&self) -> AudioFormat {
+        self.audio_format
+    }
+
+    pub fn retention(&self) -> RetentionPolicy {
+        self.retention
+    }
+
+    pub fn impersonation_verification(&self) -> bool {
+        self.impersonation_verification
+    }
+
+    fn existing(&self) -> Result<(), TenantError> {
+        if self.exists() {
+            Ok(())
+        } else {
+            Err(TenantError::NotFound)
+        }
+    }
+
+    /// `event` when `changed`, nothing otherwise: setting what is already set is no event.
+    fn when_changed(&self, changed: bool, event: TenantEvent) -> Result<Vec<TenantEvent>, TenantError> {
+        self.existing()?;
+        Ok(if changed { vec![event] } else { vec![] })
+    }
+}
+
+fn valid_rule(rule: DefaultRecordingRule) -> Result<DefaultRecordingRule, TenantError> {
+    if rule.record == RecordMode::TenantDefault {
+        Err(TenantError::InvalidDefaultRule)
+    } else {
+        Ok(rule)
+    }
+}
+
+fn valid_retention(policy: RetentionPolicy) -> Result<RetentionPolicy, TenantError> {
+    if !(RetentionPolicy::MIN_AUDIT_DAYS..=RetentionPolicy::MAX_DAYS).contains(&policy.audit_days) {
+        return Err(TenantError::AuditRetentionOutOfRange);
+    }
+    if policy.recordings_days.is_some_and(|days| !(1..=RetentionPolicy::MAX_DAYS).contains(&days)) {
+        return Err(TenantError::RecordingRetentionOutOfRange);
+    }
+    Ok(policy)
+}
+
+fn tenant_name_key(name: &str) -> IndexKey {
+    IndexKey::name(Namespace::TenantName, name)
+}
+
+impl Aggregate for Tenant {
+    const TYPE: &'static str = "Tenant";
+    type Command = TenantCommand;
+    type Event = TenantEvent;
+    type Error = TenantError;
+    type Services = ();
+
+    async fn decide(&self, command: TenantCommand, _: &()) -> Result<Vec<TenantEvent>, TenantError> {
+        use TenantCommand as C;
+        use TenantEvent as E;
+        match command {
+            C::CreateTenant(settings) => {
+                if self.exists() {
+                    return Err(TenantError::AlreadyExists);
+                }
+                let settings = TenantSettings {
+                    name: display_name(&settings.name).map_err(TenantError::InvalidName)?,
+                    timezone: timezone(&settings.timezone).map_err(TenantError::InvalidTimezone)?,
+                    default_rule: valid_rule(settings.default_rule)?,
+                    ..settings
+                };
+                Ok(vec![E::TenantCreated(settings)])
+            }
+            C::RenameTenant { name } => {
+                let name = display_name(&name).map_err(TenantError::InvalidName)?;
+                self.when_changed(name != self.name, E::TenantRenamed { name })
+            }
+            C::SetTenantTimezone { timezone: tz } => {
+                let timezone = timezone(&tz).map_err(TenantError::InvalidTimezone)?;
+                self.when_changed(timezone != self.timezone, E::TenantTimezoneChanged { timezone })
+            }
+            C::SetDefaultRecordingRule { rule } => {
+                let rule = valid_rule(rule)?;
+                self.when_changed(rule != self.default_rule, E::DefaultRecordingRuleChanged { rule })
+            }
+            C::SetStorageOption { option } => {
+                self.when_changed(option != self.storage, E::StorageOptionChanged { option })
+            }
+            C::SetFileEncryption { enabled } => {
+                self.when_changed(enabled != self.file_encryption, E::FileEncryptionSwitched { enabled })
+            }
+            C::SetAudioFormat { format } => {
+                self.when_changed(format != self.audio_format, E::AudioFormatChanged { format })
+            }
+            C::SetRetentionPolicy { policy } => {
+                let policy = valid_retention(policy)?;
+                self.when_changed(policy != self.retention, E::RetentionPolicySet { policy })
+            }
+            C::SetImpersonationVerification { required } => self.when_changed(
+                required != self.impersonation_verification,
+                E::ImpersonationVerificationSet { required },
+            ),
+            C::DeactivateTenant => {
+                self.existing()?;
+                if self.state == TenantState::Deactivated {
+                    return Err(TenantError::AlreadyDeactivated);
+                }
+                Ok(vec![E::TenantDeactivated])
+            }
+            C::ReactivateTenant => {
+                self.existing()?;
+                if self.state == TenantState::Active {
+                    return Err(TenantError::NotDeactivated);
+                }
+                Ok(vec![E::TenantReactivated])
+            }
+        }
+    }
+
+    fn apply(&mut self, event: TenantEvent) {
+        use TenantEvent as E;
+        match event {
+            E::TenantCreated(settings) => {
+                self.state = TenantState::Active;
+                self.name = settings.name;
+                self.timezone = settings.timezone;
+                self.default_rule = settings.default_rule;
+                self.storage = settings.storage;
+                self.file_encryption = settings.file_encryption;
+                self.audio_format = settings.audio_format;
+            }
+            E::TenantRenamed { name } => self.name = name,
+            E::TenantTimezoneChanged { timezone } => self.timezone = timezone,
+            E::DefaultRecordingRuleChanged { rule } => self.default_rule = rule,
+            E::StorageOptionChanged { option } => self.storage = option,
+            E::FileEncryptionSwitched { enabled } => self.file_encryption = enabled,
+            E::AudioFormatChanged { format } => self.audio_format = format,
+            E::RetentionPolicySet { policy } => self.retention = policy,
+            E::ImpersonationVerificationSet { required } => self.impersonation_verification = required,
+            E::TenantDeactivated => self.state = TenantState::Deactivated,
+            E::TenantReactivated => self.state = TenantState::Active,
+        }
+    }
+
+    fn index_changes(&self, event: &TenantEvent) -> Vec<IndexChange> {
+        match event {
+            TenantEvent::TenantCreated(settings) => vec![IndexChange::Claim(tenant_name_key(&settings.name))],
+            TenantEvent::TenantRenamed { name } => moves(&[tenant_name_key(&self.name)], &[tenant_name_key(name)]),
+            _ => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recording_policy::{RecordDirection, UnassignedCallRule};
+    use crate::testing::{given, run, when};
+
+    fn created() -> Vec<TenantEvent> {
+        vec![TenantEvent::TenantCreated(TenantSettings::named("Acme"))]
+    }
+
+    #[test]
+    fn a_tenant_is_created_with_a_trimmed_name_and_a_canonical_timezone() {
+        let mut settings = TenantSettings::named("  Acme  ");
+        settings.timezone = " Europe/Paris ".into();
+        let events = when::<Tenant>([], TenantCommand::CreateTenant(settings), &());
+        let mut expected = TenantSettings::named("Acme");
+        expected.timezone = "Europe/Paris".into();
+        assert_eq!(events, Ok(vec![TenantEvent::TenantCreated(expected)]));
+    }
+
+    #[test]
+    fn a_tenant_cannot_be_created_twice_or_with_invalid_settings() {
+        let create = |settings| TenantCommand::CreateTenant(settings);
+        assert_eq!(when::<Tenant>(created(), create(TenantSettings::named("B")), &()), Err(TenantError::AlreadyExists));
+        assert_eq!(
+            when::<Tenant>([], create(TenantSettings::named(" ")), &()),
+            Err(TenantError::InvalidName(NameError::Empty))
+        );
+        let mut bad_tz = TenantSettings::named("B");
+        bad_tz.timezone = "Moon/Base".into();
+        assert!(matches!(when::<Tenant>([], create(bad_tz), &()), Err(TenantError::InvalidTimezone(_))));
+        let mut bad_rule = TenantSettings::named("B");
+        bad_rule.default_rule.record = RecordMode::TenantDefault;
+        assert_eq!(when::<Tenant>([], create(bad_rule), &()), Err(TenantError::InvalidDefaultRule));
+    }
+
+    #[test]
+    fn changes_to_an_unknown_tenant_are_refused() {
+        assert_eq!(
+            when::<Tenant>([], TenantCommand::RenameTenant { name: "x".into() }, &()),
+            Err(TenantError::NotFound)
+        );
+        assert_eq!(when::<Tenant>([], TenantCommand::DeactivateTenant, &()), Err(TenantError::NotFound));
+        assert_eq!(
+            when::<Tenant>([], TenantCommand::SetFileEncryption { enabled: true }, &()),
+            Err(TenantError::NotFound)
+        );
+    }
+
+    #[test]
+    fn each_setting_changes_with_one_event_and_an_unchanged_setting_with_none() {
+        let rule = DefaultRecordingRule {
+            record: RecordMode::OnDemand,
+            direction: RecordDirection::Inbound,
+            unassigned_calls: UnassignedCallRule::DoNotRecord,
+        };
+        let cases = [
+            (
+                TenantCommand::RenameTenant { name: "Acme Corp".into() },
+                TenantEvent::TenantRenamed { name: "Acme Corp".into() },
+            ),
+            (
+                TenantCommand::SetTenantTimezone { timezone: "America/New_York".into() },
+                TenantEvent::TenantTimezoneChanged { timezone: "America/New_York".into() },
+            ),
+            (TenantCommand::SetDefaultRecordingRule { rule }, TenantEvent::DefaultRecordingRuleChanged { rule }),
+            (
+                TenantCommand::SetStorageOption { option: StorageOption::BringYourOwn },
+                TenantEvent::StorageOptionChanged { option: StorageOption::BringYourOwn },
+            ),
+            (TenantCommand::SetFileEncryption { enabled: true }, TenantEvent::FileEncryptionSwitched { enabled: true }),
+            (
+                TenantCommand::SetAudioFormat { format: AudioFormat::WavStereo },
+                TenantEvent::AudioFormatChanged { format: AudioFormat::WavStereo },
+            ),
+            (
+                TenantCommand::SetImpersonationVerification { required: true },
+                TenantEvent::ImpersonationVerificationSet { required: true },
+            ),
+        ];
+        for (command, event) in cases {
+            assert_eq!(when::<Tenant>(created(), command.clone(), &()), Ok(vec![event.clone()]), "{command:?}");
+            let mut after = created();
+            after.push(event);
+            assert_eq!(when::<Tenant>(after, command.clone(), &()), Ok(vec![]), "{command:?} again");
+        }
+    }
+
+    #[test]
+    fn audit_retention_is_at_least_a_year_and_recording_retention_positive() {
+        let set = |recordings_days, audit_days| TenantCommand::SetRetentionPolicy {
+            policy: RetentionPolicy { recordings_days, audit_days },
+        };
+        assert_eq!(when::<Tenant>(created(), set(None, 364), &()), Err(TenantError::AuditRetentionOutOfRange));
+        assert_eq!(when::<Tenant>(created(), set(None, 40_000), &()), Err(TenantError::AuditRetentionOutOfRange));
+        assert_eq!(when::<Tenant>(created(), set(Some(0), 365), &()), Err(TenantError::RecordingRetentionOutOfRange));
+        let policy = RetentionPolicy { recordings_days: Some(90), audit_days: 730 };
+        assert_eq!(
+            when::<Tenant>(created(), set(Some(90), 730), &()),
+            Ok(vec![TenantEvent::RetentionPolicySet { policy }])
+        );
+    }
+
+    #[test]
+    fn a_tenant_is_deactivated_and_reactivated_once_each() {
+        let mut deactivated = created();
+        deactivated.push(TenantEvent::TenantDeactivated);
+        assert_eq!(
+            when::<Tenant>(created(), TenantCommand::DeactivateTenant, &()),
+            Ok(vec![TenantEvent::TenantDeactivated])
+        );
+        assert_eq!(
+            when::<Tenant>(deactivated.clone(), TenantCommand::DeactivateTenant, &()),
+            Err(TenantError::AlreadyDeactivated)
+        );
+        assert_eq!(when::<Tenant>(created(), TenantCommand::ReactivateTenant, &()), Err(TenantError::NotDeactivated));
+        assert_eq!(
+            when::<Tenant>(deactivated.clone(), TenantCommand::ReactivateTenant, &()),
+            Ok(vec![TenantEvent::TenantReactivated])
+        );
+        assert!(!given::<Tenant>(deactivated).is_active());
+    }
+
+    #[test]
+    fn the_name_is_claimed_on_creation_and_moved_on_rename() {
+        let tenant = given::<Tenant>(created());
+        let claim = Tenant::default().index_changes(&created()[0]);
+        assert_eq!(claim, vec![IndexChange::Claim(IndexKey::name(Namespace::TenantName, "acme"))]);
+        let renamed = tenant.index_changes(&TenantEvent::TenantRenamed { name: "Other".into() });
+        assert_eq!(
+            renamed,
+            vec![
+                IndexChange::Release(IndexKey::name(Namespace::TenantName, "Acme")),
+                IndexChange::Claim(IndexKey::name(Namespace::TenantName, "Other")),
+            ]
+        );
+    }
+
+    #[test]
+    fn replaying_the_events_rebuilds_the_same_tenant() {
+        let (state, events) = run::<Tenant>(
+            [
+                TenantCommand::CreateTenant(TenantSettings::named("Acme")),
+                TenantCommand::SetTenantTimezone { timezone: "Europe/Berlin".into() },
+                TenantCommand::SetRetentionPolicy {
+                    policy: RetentionPolicy { recordings_days: Some(30), audit_days: 400 },
+                },
+                TenantCommand::DeactivateTenant,
+            ],
+            &(),
+        );
+        assert_eq!(given::<Tenant>(events), state);
+        assert_eq!(state.timezone(), "Europe/Berlin");
+        assert!(!state.is_active());
+    }
+}
