@@ -11,6 +11,7 @@ pub mod index;
 pub mod names;
 pub mod recording_policy;
 pub mod role;
+pub mod secret;
 pub mod site;
 pub mod tenant;
 
