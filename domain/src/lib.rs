@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod aggregate;
+pub mod call;
 pub mod envelope;
 pub mod group;
 pub mod hlc;
@@ -14,6 +15,7 @@ pub mod role;
 pub mod secret;
 pub mod site;
 pub mod tenant;
+pub mod user;
 
 #[cfg(test)]
 mod testing;
