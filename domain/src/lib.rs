@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod aggregate;
+pub mod device;
 pub mod envelope;
 pub mod group;
 pub mod hlc;
@@ -12,6 +13,7 @@ pub mod names;
 pub mod recording_policy;
 pub mod role;
 pub mod secret;
+pub mod session;
 pub mod site;
 pub mod tenant;
 
