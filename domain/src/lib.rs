@@ -5,6 +5,7 @@
 pub mod access;
 pub mod aggregate;
 pub mod call;
+pub mod device;
 pub mod envelope;
 pub mod group;
 pub mod hlc;
@@ -13,6 +14,7 @@ pub mod names;
 pub mod recording_policy;
 pub mod role;
 pub mod secret;
+pub mod session;
 pub mod site;
 pub mod tenant;
 pub mod user;
