@@ -5,6 +5,7 @@
 pub mod access;
 pub mod aggregate;
 pub mod envelope;
+pub mod evaluation_form;
 pub mod group;
 pub mod hlc;
 pub mod index;
