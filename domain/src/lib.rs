@@ -7,6 +7,7 @@ pub mod aggregate;
 pub mod call;
 pub mod device;
 pub mod envelope;
+pub mod evaluation_form;
 pub mod group;
 pub mod hlc;
 pub mod index;
