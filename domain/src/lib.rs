@@ -4,7 +4,9 @@
 
 pub mod access;
 pub mod aggregate;
+pub mod custom_field;
 pub mod envelope;
+pub mod field_visibility;
 pub mod group;
 pub mod hlc;
 pub mod index;
@@ -13,6 +15,7 @@ pub mod recording_policy;
 pub mod role;
 pub mod secret;
 pub mod site;
+pub mod storage_target;
 pub mod tenant;
 
 #[cfg(test)]
