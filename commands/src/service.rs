@@ -9,11 +9,12 @@ use std::time::Instant;
 
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{AggregateContext, AggregateError, EventStore};
+use recall_domain::index::IndexKey;
 use recall_domain::{Aggregate, CommandMeta};
 use uuid::Uuid;
 
 use crate::adapter::{Adapted, EventOf};
-use crate::log::repository::{META_KEY, RECEIPT};
+use crate::log::repository::{Taken, INDEX_KEY, META_KEY, RECEIPT};
 use crate::log::{EventLog, LogRepository};
 
 pub use crate::log::AppendedEvent;
@@ -36,6 +37,9 @@ pub enum CommandError<E: std::error::Error + 'static> {
     /// Another command appended to the same aggregate first; nothing was written. Retrying re-decides.
     #[error("another change to {aggregate_type} {aggregate_id} was saved first; nothing was written, try again")]
     Conflict { aggregate_type: &'static str, aggregate_id: String },
+    /// A name or number the command would take is held by another aggregate; nothing was written.
+    #[error("the {0} is already taken")]
+    Taken(IndexKey),
     /// The database could not be reached; nothing was acknowledged.
     #[error("the event log is unavailable: {0}")]
     Unavailable(String),
@@ -72,6 +76,12 @@ impl<A: Aggregate> CommandService<A> {
         &self.log
     }
 
+    /// The aggregate's current state, as the next command would see it (a default state if it has no events).
+    pub async fn load(&self, aggregate_id: &str) -> Result<A, CommandError<A::Error>> {
+        let context = self.store.load_aggregate(aggregate_id).await.map_err(|e| self.failure(aggregate_id, e))?;
+        Ok(context.aggregate.0)
+    }
+
     /// Decides `command` against the aggregate's current state and appends the resulting events.
     pub async fn execute(
         &self,
@@ -86,6 +96,7 @@ impl<A: Aggregate> CommandService<A> {
             Ok(_) => "ok",
             Err(CommandError::Refused(_)) => "refused",
             Err(CommandError::Conflict { .. }) => "conflict",
+            Err(CommandError::Taken(_)) => "taken",
             Err(CommandError::Unavailable(_)) => "unavailable",
             Err(CommandError::Internal(_)) => "error",
         };
@@ -120,8 +131,18 @@ impl<A: Aggregate> CommandService<A> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let meta = serde_json::to_string(meta).map_err(|e| CommandError::Internal(e.to_string()))?;
-        let metadata = HashMap::from([(META_KEY.to_owned(), meta)]);
+        // What the events claim and release in the write side's index, each against the state before it.
+        let mut state = context.aggregate().0.clone();
+        let mut index = Vec::new();
+        for event in &events {
+            index.extend(state.index_changes(&event.0));
+            state.apply(event.0.clone());
+        }
+        let internal = |e: serde_json::Error| CommandError::Internal(e.to_string());
+        let mut metadata = HashMap::from([(META_KEY.to_owned(), serde_json::to_string(meta).map_err(internal)?)]);
+        if !index.is_empty() {
+            metadata.insert(INDEX_KEY.to_owned(), serde_json::to_string(&index).map_err(internal)?);
+        }
         RECEIPT
             .scope(RefCell::new(Vec::new()), async {
                 self.store.commit(events, context, metadata).await.map_err(|e| self.failure(aggregate_id, e))?;
@@ -138,6 +159,10 @@ impl<A: Aggregate> CommandService<A> {
                 CommandError::Conflict { aggregate_type: A::TYPE, aggregate_id: aggregate_id.to_owned() }
             }
             AggregateError::DatabaseConnectionError(e) => CommandError::Unavailable(e.to_string()),
+            AggregateError::UnexpectedError(e) if e.is::<Taken>() => match e.downcast::<Taken>() {
+                Ok(taken) => CommandError::Taken(taken.0),
+                Err(e) => CommandError::Internal(e.to_string()),
+            },
             AggregateError::UnexpectedError(e) if unavailable(e.as_ref()) => CommandError::Unavailable(e.to_string()),
             AggregateError::DeserializationError(e) => {
                 CommandError::Internal(format!("{} {aggregate_id} could not be read: {e}", A::TYPE))

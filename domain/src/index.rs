@@ -118,6 +118,13 @@ impl IndexKey {
     }
 }
 
+/// "username \"alice\"", "extension \"2001\"": what a message about the key says.
+impl fmt::Display for IndexKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {:?}", self.namespace.describe(), self.key)
+    }
+}
+
 /// A change an event makes to the index.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum IndexChange {

@@ -5,9 +5,11 @@
 pub mod access;
 pub mod aggregate;
 pub mod call;
+pub mod custom_field;
 pub mod device;
 pub mod envelope;
 pub mod evaluation_form;
+pub mod field_visibility;
 pub mod group;
 pub mod hlc;
 pub mod index;
@@ -17,6 +19,7 @@ pub mod role;
 pub mod secret;
 pub mod session;
 pub mod site;
+pub mod storage_target;
 pub mod tenant;
 pub mod user;
 

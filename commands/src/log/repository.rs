@@ -11,6 +11,7 @@ use chrono::Utc;
 use cqrs_es::persist::{PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot};
 use cqrs_es::Aggregate;
 use postgres_es::PostgresEventRepository;
+use recall_domain::index::{IndexChange, IndexKey};
 use recall_domain::{CommandMeta, Envelope};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -20,6 +21,13 @@ use crate::clock::HybridClock;
 
 /// The key under which the command service passes a command's [`CommandMeta`] through cqrs-es's metadata.
 pub(crate) const META_KEY: &str = "recall.meta";
+/// The key under which the command service passes the command's changes to the write side's index.
+pub(crate) const INDEX_KEY: &str = "recall.index";
+
+/// A key of the write side's index that another aggregate holds: the whole command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the {} {:?} is already taken", .0.namespace.describe(), .0.key)]
+pub struct Taken(pub IndexKey);
 
 /// What one append wrote, for the command that caused it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +87,7 @@ impl LogRepository {
             return Ok(Vec::new());
         };
         let meta = command_meta(&first.metadata)?;
+        let index = index_changes(&first.metadata)?;
         // Postgres keeps microseconds: so does the envelope, or the metadata column would disagree.
         let now = Utc::now();
         let recorded_at = chrono::DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
@@ -132,13 +141,18 @@ impl LogRepository {
             .bind(recorded_at)
             .bind(&ids)
             .bind(&hlcs);
-        let Some((aggregate_id, payload, current_snapshot)) = snapshot else {
+        if snapshot.is_none() && index.is_empty() {
             // One statement is its own transaction: no BEGIN/COMMIT round trips for the common case.
             insert.execute(&self.pool).await.map_err(database)?;
             return Ok(appended);
-        };
+        }
         let mut tx = self.pool.begin().await.map_err(database)?;
         insert.execute(&mut *tx).await.map_err(database)?;
+        change_index(&mut tx, aggregate_type, &first.aggregate_id, &index).await?;
+        let Some((aggregate_id, payload, current_snapshot)) = snapshot else {
+            tx.commit().await.map_err(database)?;
+            return Ok(appended);
+        };
         let last_sequence = sequences.last().copied().unwrap_or_default();
         let payload = serde_json::to_string(&payload).map_err(unknown)?;
         let current = i64::try_from(current_snapshot).map_err(unknown)?;
@@ -182,6 +196,61 @@ pub fn envelope_metadata(envelope: &Envelope) -> BTreeMap<&'static str, String> 
     ]);
     map.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
     map
+}
+
+/// Claims and releases keys of the write side's index for one aggregate, inside the append's transaction.
+/// A claim on a key another aggregate holds fails the whole append with [`Taken`]; holding it already is
+/// fine. Two transactions claiming one key: the second waits for the first and then sees its claim.
+async fn change_index(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    changes: &[IndexChange],
+) -> Result<(), PersistenceError> {
+    for change in changes {
+        match change {
+            IndexChange::Claim(key) => {
+                let held: Option<i32> = sqlx::query_scalar(
+                    "INSERT INTO write_index (namespace, key, aggregate_type, aggregate_id) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (namespace, key) DO UPDATE SET claimed_at = write_index.claimed_at \
+                      WHERE write_index.aggregate_type = EXCLUDED.aggregate_type \
+                        AND write_index.aggregate_id = EXCLUDED.aggregate_id \
+                     RETURNING 1",
+                )
+                .bind(key.namespace.to_string())
+                .bind(&key.key)
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(database)?;
+                if held.is_none() {
+                    return Err(PersistenceError::UnknownError(Box::new(Taken(key.clone()))));
+                }
+            }
+            IndexChange::Release(key) => {
+                sqlx::query(
+                    "DELETE FROM write_index \
+                      WHERE namespace = $1 AND key = $2 AND aggregate_type = $3 AND aggregate_id = $4",
+                )
+                .bind(key.namespace.to_string())
+                .bind(&key.key)
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .execute(&mut **tx)
+                .await
+                .map_err(database)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn index_changes(metadata: &Value) -> Result<Vec<IndexChange>, PersistenceError> {
+    match metadata.get(INDEX_KEY).and_then(Value::as_str) {
+        Some(text) => serde_json::from_str(text).map_err(unknown),
+        None => Ok(Vec::new()),
+    }
 }
 
 fn command_meta(metadata: &Value) -> Result<CommandMeta, PersistenceError> {
