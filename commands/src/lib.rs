@@ -4,9 +4,12 @@
 
 pub mod adapter;
 pub mod clock;
+pub mod credentials;
 pub mod log;
 pub mod metrics;
+pub mod secrets;
 pub mod service;
+pub mod write_index;
 
 pub use adapter::{Adapted, EventOf};
 pub use clock::HybridClock;

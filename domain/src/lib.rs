@@ -9,6 +9,7 @@ pub mod custom_field;
 pub mod device;
 pub mod envelope;
 pub mod evaluation_form;
+pub mod failed_attempt;
 pub mod field_visibility;
 pub mod group;
 pub mod hlc;
