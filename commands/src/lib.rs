@@ -5,10 +5,12 @@
 pub mod adapter;
 pub mod clock;
 pub mod credentials;
+pub mod delivery;
 pub mod log;
 pub mod metrics;
 pub mod secrets;
 pub mod service;
+pub mod storage_probe;
 pub mod write_index;
 
 pub use adapter::{Adapted, EventOf};
