@@ -3,6 +3,7 @@
 //! Nothing here decides what a command means: that is `recall-domain`'s job.
 
 pub mod adapter;
+pub mod admin;
 pub mod clock;
 pub mod credentials;
 pub mod delivery;

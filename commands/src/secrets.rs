@@ -133,6 +133,19 @@ impl SecretStore {
         Ok(SecretRef(id))
     }
 
+    /// Stores a hash or digest under an id chosen by the caller (a token that carries its record's id).
+    pub async fn put_as(
+        &self,
+        id: Uuid,
+        kind: SecretKind,
+        tenant_id: Option<Uuid>,
+        holder: &str,
+        value: &[u8],
+    ) -> Result<SecretRef, SecretError> {
+        self.insert(id, kind, tenant_id, holder, value).await?;
+        Ok(SecretRef(id))
+    }
+
     /// Seals `plaintext` under the site's secrets key and stores it.
     pub async fn put_sealed(
         &self,
@@ -182,6 +195,16 @@ impl SecretStore {
             .fetch_optional(&self.pool)
             .await?;
         Ok(value.flatten().map(Zeroizing::new))
+    }
+
+    /// What the secret belongs to (e.g. `User/<id>`), while it is not destroyed.
+    pub async fn holder(&self, secret: SecretRef) -> Result<Option<String>, SecretError> {
+        let holder: Option<Option<String>> =
+            sqlx::query_scalar("SELECT holder FROM secrets WHERE id = $1 AND destroyed_at IS NULL")
+                .bind(secret.0)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(holder.flatten())
     }
 
     /// A sealed secret in clear; `None` when it was destroyed or never existed.

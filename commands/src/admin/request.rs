@@ -18,27 +18,66 @@ use uuid::Uuid;
 /// the caller (`Uuid::now_v7()`), so a retried request cannot create twice.
 #[derive(Debug)]
 pub enum AdminCommand {
-    Tenant { tenant_id: Uuid, command: TenantCommand },
-    Role { role_id: Uuid, request: RoleRequest },
-    Group { group_id: Uuid, request: GroupRequest },
-    User { user_id: Uuid, request: UserRequest },
+    Tenant {
+        tenant_id: Uuid,
+        command: TenantCommand,
+    },
+    Role {
+        role_id: Uuid,
+        request: RoleRequest,
+    },
+    Group {
+        group_id: Uuid,
+        request: GroupRequest,
+    },
+    User {
+        user_id: Uuid,
+        request: UserRequest,
+    },
     /// Ends a session: the owner's own, or, with the right to configure users, anyone's within reach.
-    TerminateSession { session_id: Uuid },
+    TerminateSession {
+        session_id: Uuid,
+    },
     /// Revokes a device: every session on it is refused from then on.
-    RevokeDevice { device_id: Uuid },
+    RevokeDevice {
+        device_id: Uuid,
+    },
     /// Starts acting as another user, on the caller's session (a verification code may be asked first).
-    StartImpersonation { user_id: Uuid },
-    VerifyImpersonation { code: SecretString },
+    StartImpersonation {
+        user_id: Uuid,
+    },
+    VerifyImpersonation {
+        code: SecretString,
+    },
     StopImpersonation,
     /// The caller changes their own password.
-    ChangeOwnPassword { current: SecretString, new: SecretString },
+    ChangeOwnPassword {
+        current: SecretString,
+        new: SecretString,
+    },
     /// Assigns a call to a user; with `apply_to_similar`, every other unassigned call with the same extension
     /// too, and the extension joins the user's profile.
-    AssignCall { call_id: Uuid, user_id: Uuid, extension: Option<String>, apply_to_similar: bool },
-    StorageTarget { target_id: Uuid, request: StorageTargetRequest },
-    CustomField { field_id: Uuid, command: CustomFieldCommand },
-    FieldVisibility { command: FieldVisibilityCommand },
-    EvaluationForm { form_id: Uuid, request: EvaluationFormRequest },
+    AssignCall {
+        call_id: Uuid,
+        user_id: Uuid,
+        extension: Option<String>,
+        apply_to_similar: bool,
+    },
+    StorageTarget {
+        target_id: Uuid,
+        request: StorageTargetRequest,
+    },
+    CustomField {
+        field_id: Uuid,
+        command: CustomFieldCommand,
+    },
+    FieldVisibility {
+        command: FieldVisibilityCommand,
+    },
+    EvaluationForm {
+        form_id: Uuid,
+        request: EvaluationFormRequest,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -104,27 +143,61 @@ impl NewUser {
 #[derive(Debug)]
 pub enum UserRequest {
     /// `tenant_id: None` creates one of the service provider's own users.
-    Create { tenant_id: Option<Uuid>, user: Box<NewUser> },
-    Rename { username: String },
-    SetFullName { full_name: Option<String> },
-    SetEmail { email: Option<String> },
-    SetTimezone { timezone: Option<String> },
+    Create {
+        tenant_id: Option<Uuid>,
+        user: Box<NewUser>,
+    },
+    Rename {
+        username: String,
+    },
+    SetFullName {
+        full_name: Option<String>,
+    },
+    SetEmail {
+        email: Option<String>,
+    },
+    SetTimezone {
+        timezone: Option<String>,
+    },
     Activate,
     Deactivate,
-    AssignRole { role_id: Uuid },
-    SetGroups { groups: Vec<Uuid> },
-    SetManagedGroups { groups: BTreeSet<Uuid> },
-    SetRecordingSettings { recording: RecordingSettings },
-    AddExtension { extension: String },
-    SetExtensions { extensions: BTreeSet<String> },
-    SetWebAccess { login_enabled: bool },
+    AssignRole {
+        role_id: Uuid,
+    },
+    SetGroups {
+        groups: Vec<Uuid>,
+    },
+    SetManagedGroups {
+        groups: BTreeSet<Uuid>,
+    },
+    SetRecordingSettings {
+        recording: RecordingSettings,
+    },
+    AddExtension {
+        extension: String,
+    },
+    SetExtensions {
+        extensions: BTreeSet<String>,
+    },
+    SetWebAccess {
+        login_enabled: bool,
+    },
     /// "Create a new password for the user".
-    SetPassword { password: SecretString, must_change: bool },
+    SetPassword {
+        password: SecretString,
+        must_change: bool,
+    },
     /// "Send the user a reset password link": the link's token is returned once, in the outcome.
     IssuePasswordResetLink,
-    SetMustChangePassword { required: bool },
-    SetScreenRecordingLogin { login: Option<ScreenLogin> },
-    SetLicences { licences: Licences },
+    SetMustChangePassword {
+        required: bool,
+    },
+    SetScreenRecordingLogin {
+        login: Option<ScreenLogin>,
+    },
+    SetLicences {
+        licences: Licences,
+    },
 }
 
 /// A storage target's settings as an administrator enters them, secrets in clear. On an edit, a secret
@@ -164,8 +237,15 @@ pub enum StorageSettings {
 
 #[derive(Debug)]
 pub enum StorageTargetRequest {
-    Add { tenant_id: Uuid, name: String, settings: StorageSettings },
-    Edit { name: String, settings: StorageSettings },
+    Add {
+        tenant_id: Uuid,
+        name: String,
+        settings: StorageSettings,
+    },
+    Edit {
+        name: String,
+        settings: StorageSettings,
+    },
     /// Tests the connection with the stored settings and records the result.
     Test,
     Delete,
@@ -177,10 +257,18 @@ pub enum StorageTargetRequest {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum EvaluationFormRequest {
-    Create { tenant_id: Uuid, definition: FormDefinition },
-    Revise { definition: FormDefinition },
+    Create {
+        tenant_id: Uuid,
+        definition: FormDefinition,
+    },
+    Revise {
+        definition: FormDefinition,
+    },
     /// Creates this form (the request's id) as a copy of `source_id` named `name`.
-    Clone { source_id: Uuid, name: String },
+    Clone {
+        source_id: Uuid,
+        name: String,
+    },
     Delete,
     Restore,
     Purge,
