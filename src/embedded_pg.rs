@@ -183,6 +183,20 @@ impl EmbeddedPostgres {
         }
     }
 
+    /// Like [`EmbeddedPostgres::start`], but when another recall process runs the cluster already, connects
+    /// to that one instead (and leaves it running on [`EmbeddedPostgres::stop`]). For one-off commands
+    /// such as `recall admin` beside a running `recall serve`.
+    pub async fn start_or_attach(data_dir: &Path) -> Result<Self, EmbeddedError> {
+        match Self::start(data_dir).await {
+            Err(EmbeddedError::InUse { pid, .. }) => {
+                let layout = prepare_layout(data_dir, server_user()?)?;
+                tracing::info!(%pid, socket_dir = %layout.socket_dir.display(), "using the embedded PostgreSQL another recall process runs");
+                Ok(Self { child: None, pgdata: layout.pgdata, socket_dir: layout.socket_dir, log: layout.log })
+            }
+            other => other,
+        }
+    }
+
     /// Connect options for the `recall` database over the socket.
     pub fn connect_options(&self) -> PgConnectOptions {
         self.options_for(DATABASE)

@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use recall_commands::admin::{Admin, AdminConfig};
+use recall_commands::delivery::NoDelivery;
+use recall_commands::secrets::{SecretStore, SecretsKey};
 use recall_commands::{CommandService, EventLog, LogConfig, LogMetrics};
 use recall_domain::site::{Site, SiteCommand};
 use recall_domain::CommandMeta;
@@ -42,9 +45,19 @@ struct Database {
     /// PostgreSQL server to use. Without it, recall runs a private cluster under --data-dir.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
-    /// Where recall keeps its data (the embedded database, and later spooled recordings).
+    /// Where recall keeps its data (the embedded database, the secrets key, and later spooled recordings).
     #[arg(long, default_value = "./recall-data")]
     data_dir: PathBuf,
+    /// The site's key for sealing stored credentials (64 hex digits; created on first use). Every recall
+    /// process of a site needs the same key. Default: `<data-dir>/secrets.key`.
+    #[arg(long, env = "RECALL_SECRETS_KEY_FILE")]
+    secrets_key_file: Option<PathBuf>,
+}
+
+impl Database {
+    fn secrets_key_file(&self) -> PathBuf {
+        self.secrets_key_file.clone().unwrap_or_else(|| self.data_dir.join("secrets.key"))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -67,6 +80,30 @@ enum Command {
     Migrate {
         #[command(flatten)]
         database: Database,
+    },
+    /// Administration from the command line.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCli,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCli {
+    /// Create the first root administrator of a new installation, so that somebody can sign in.
+    /// Refused once an active root administrator exists.
+    CreateRoot {
+        #[command(flatten)]
+        database: Database,
+        /// The root administrator's sign-in name.
+        #[arg(long)]
+        username: String,
+        /// Read the password from standard input (one line). Passwords are never taken as arguments.
+        #[arg(long)]
+        password_stdin: bool,
+        /// The site's name (default: the site the database belongs to, or `local` for a new one).
+        #[arg(long)]
+        site: Option<String>,
     },
 }
 
@@ -110,19 +147,96 @@ async fn run(command: Command) -> Result<()> {
             stop_embedded(embedded).await;
             result
         }
+        Command::Admin { command: AdminCli::CreateRoot { database, username, password_stdin, site } } => {
+            if !password_stdin {
+                anyhow::bail!("give the password on standard input with --password-stdin (never as an argument)");
+            }
+            let password = read_password_line()?;
+            let (pool, embedded) = connect_for_command(&database).await?;
+            let result = create_root(pool.clone(), &database, site, &username, password).await;
+            pool.close().await;
+            stop_embedded(embedded).await;
+            let user_id = result?;
+            println!("created root administrator {username} ({user_id})");
+            Ok(())
+        }
     }
+}
+
+/// One line of standard input, without its line ending.
+fn read_password_line() -> Result<secrecy::SecretString> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).context("cannot read the password from standard input")?;
+    let password = line.trim_end_matches(['\n', '\r']).to_owned();
+    if password.is_empty() {
+        anyhow::bail!("no password on standard input");
+    }
+    Ok(secrecy::SecretString::from(password))
+}
+
+/// The administration service on an open log.
+fn admin_service(log: &Arc<EventLog>, database: &Database) -> Result<Admin> {
+    let key_file = database.secrets_key_file();
+    let key = SecretsKey::load_or_create(&key_file)
+        .with_context(|| format!("cannot use the secrets key file {}", key_file.display()))?;
+    let secrets = SecretStore::new(log.pool().clone(), Some(key));
+    let probe = Arc::new(recall_commands::storage_probe::ConnectionProbe::default());
+    Ok(Admin::new(log.clone(), secrets, Arc::new(NoDelivery), probe, AdminConfig::default()))
+}
+
+async fn create_root(
+    pool: PgPool,
+    database: &Database,
+    site: Option<String>,
+    username: &str,
+    password: secrecy::SecretString,
+) -> Result<uuid::Uuid> {
+    migrate(&pool).await?;
+    let site = match site {
+        Some(site) => site,
+        None => EventLog::database_site(&pool).await.context("cannot read the site")?.unwrap_or_else(|| "local".to_owned()),
+    };
+    let log = EventLog::open(pool, LogConfig::new(site, format!("cli-{}", host_name())), LogMetrics::unregistered()?)
+        .await
+        .context("cannot open the event log")?;
+    let shutdown = CancellationToken::new();
+    let tasks = log.spawn(true, shutdown.clone());
+    let admin = admin_service(&log, database)?;
+    let result = admin.create_root(username, password).await.map_err(anyhow::Error::from);
+    if result.is_ok() {
+        // Sequenced here, or by the running `recall serve` that holds the site's sequencer.
+        let _ = tokio::time::timeout(Duration::from_secs(10), wait_sequenced(&log)).await;
+    }
+    shutdown.cancel();
+    for task in tasks {
+        let _ = task.await;
+    }
+    result
 }
 
 /// Connects to the configured server, or starts the embedded one.
 async fn connect(database: &Database) -> Result<(PgPool, Option<EmbeddedPostgres>)> {
+    connect_with(database, false).await
+}
+
+/// Like [`connect`], but uses the embedded server a running `recall serve` started, if there is one.
+async fn connect_for_command(database: &Database) -> Result<(PgPool, Option<EmbeddedPostgres>)> {
+    connect_with(database, true).await
+}
+
+async fn connect_with(database: &Database, attach: bool) -> Result<(PgPool, Option<EmbeddedPostgres>)> {
     let (options, embedded) = match &database.database_url {
         Some(url) => {
             let options: PgConnectOptions = url.parse().context("--database-url is not a valid PostgreSQL URL")?;
             (options, None)
         }
         None => {
-            let embedded = EmbeddedPostgres::start(&database.data_dir)
-                .await
+            let started = if attach {
+                EmbeddedPostgres::start_or_attach(&database.data_dir).await
+            } else {
+                EmbeddedPostgres::start(&database.data_dir).await
+            };
+            let embedded = started
                 .with_context(|| format!("cannot run the embedded database under {}", database.data_dir.display()))?;
             (embedded.connect_options(), Some(embedded))
         }
@@ -163,7 +277,7 @@ fn host_name() -> String {
 async fn serve(database: Database, http: SocketAddr, site: String, node: Option<String>) -> Result<()> {
     let node = node.unwrap_or_else(host_name);
     let (pool, embedded) = connect(&database).await?;
-    let result = serve_on(pool.clone(), http, site, node, &database.data_dir, embedded.is_some()).await;
+    let result = serve_on(pool.clone(), http, site, node, &database, embedded.is_some()).await;
     pool.close().await;
     stop_embedded(embedded).await;
     result
@@ -174,9 +288,10 @@ async fn serve_on(
     http: SocketAddr,
     site: String,
     node: String,
-    data_dir: &Path,
+    database: &Database,
     embedded: bool,
 ) -> Result<()> {
+    let data_dir = database.data_dir.as_path();
     migrate(&pool).await?;
     let registry = prometheus::Registry::new();
     let metrics = LogMetrics::register(&registry).context("cannot register metrics")?;
@@ -204,6 +319,14 @@ async fn serve_on(
             ),
             Err(e) => return Err(e).context("cannot read the event log"),
         }
+    }
+
+    let admin = admin_service(&log, database)?;
+    admin.seed_roles().await.context("cannot define the pre-defined roles")?;
+    if !admin.has_active_root().await.context("cannot look up the root administrators")? {
+        tracing::warn!(
+            "no root administrator exists yet: create one with `recall admin create-root --username NAME --password-stdin`"
+        );
     }
 
     let address = listener.local_addr().context("cannot read the listening address")?;

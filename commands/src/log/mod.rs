@@ -148,6 +148,11 @@ impl EventLog {
         }))
     }
 
+    /// The site a migrated database belongs to, if a recall process has opened its log before.
+    pub async fn database_site(pool: &PgPool) -> Result<Option<String>, LogError> {
+        Ok(sqlx::query_scalar("SELECT name FROM recall_site").fetch_optional(pool).await?)
+    }
+
     /// Starts the background work: the sequencer (when `sequencer` is set; it stands by while another
     /// process leads), the head watcher for followers, and the cross-process wake-up pump.
     pub fn spawn(self: &Arc<Self>, sequencer: bool, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
