@@ -108,6 +108,10 @@ enum AdminCli {
 }
 
 fn main() -> std::process::ExitCode {
+    // Both rustls back ends are in the build (sqlx takes ring; object_store, suppaftp and russh take
+    // aws-lc-rs), so rustls cannot pick a process default by itself and would panic wherever a library
+    // leans on one: name it here.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
@@ -130,6 +134,11 @@ fn main() -> std::process::ExitCode {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    // suppaftp traces every FTP command it sends, PASS and its password included: never below debug.
+    let filter = match "suppaftp=debug".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
