@@ -4,7 +4,7 @@
 mod embedded_pg;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -203,7 +203,9 @@ async fn create_root(
     migrate(&pool).await?;
     let site = match site {
         Some(site) => site,
-        None => EventLog::database_site(&pool).await.context("cannot read the site")?.unwrap_or_else(|| "local".to_owned()),
+        None => {
+            EventLog::database_site(&pool).await.context("cannot read the site")?.unwrap_or_else(|| "local".to_owned())
+        }
     };
     let log = EventLog::open(pool, LogConfig::new(site, format!("cli-{}", host_name())), LogMetrics::unregistered()?)
         .await

@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::world::{self, id, secret, unique, Person, World, PASSWORD};
+use common::world::{self, id, secret, Person, World, PASSWORD};
 use recall_commands::admin::{
     AdminCommand, AdminError, AuthError, EvaluationFormRequest, GroupRequest, NewUser, RoleRequest, SignInError,
     SignInRequest, StorageSettings, StorageTargetRequest, UserRequest,
@@ -48,7 +48,11 @@ fn refusals(events: &[LoggedEvent]) -> Vec<serde_json::Value> {
         .collect()
 }
 
-async fn sign_in(world: &World, username: &str, password: &str) -> Result<recall_commands::admin::SignedIn, SignInError> {
+async fn sign_in(
+    world: &World,
+    username: &str,
+    password: &str,
+) -> Result<recall_commands::admin::SignedIn, SignInError> {
     world
         .admin
         .sign_in(SignInRequest {
@@ -65,7 +69,8 @@ async fn sign_in(world: &World, username: &str, password: &str) -> Result<recall
 async fn a_new_installation_gets_the_predefined_roles_once_and_one_root(pool: PgPool) {
     let world = World::build(pool).await;
     world.admin.seed_roles().await.expect("seeding again is harmless");
-    let defined: Vec<_> = all_events(&world).await.into_iter().filter(|e| e.event.event_type == "RoleDefined").collect();
+    let defined: Vec<_> =
+        all_events(&world).await.into_iter().filter(|e| e.event.event_type == "RoleDefined").collect();
     assert_eq!(defined.len(), 4, "each pre-defined role is defined exactly once");
     let again = world.admin.create_root("root2", secret(PASSWORD)).await;
     assert!(matches!(again, Err(AdminError::Invalid(_))), "{again:?}");
@@ -92,7 +97,7 @@ async fn racing_creations_of_one_username_leave_exactly_one_user(pool: PgPool) {
     let taken = results.iter().filter(|r| matches!(r, Ok(Err(AdminError::Taken(_))))).count();
     assert_eq!((won, taken), (1, 7), "{results:?}");
     let created = all_events(&world).await.into_iter().filter(|e| e.event.event_type == "UserCreated").count();
-    assert_eq!(created, 1 + 6, "root and the six people of the world, plus Carol once");
+    assert_eq!(created, 1 + 6 + 1, "root, the six people of the world, and Carol once");
     // Case does not make another name.
     let request = UserRequest::Create {
         tenant_id: Some(world.tenant_b),
@@ -108,7 +113,10 @@ async fn an_extension_belongs_to_one_user_per_tenant(pool: PgPool) {
     let add = |ext: &str| UserRequest::AddExtension { extension: ext.to_owned() };
     world.as_(&world.admin_a, user(world.agent_a1.user_id, add("2001"))).await.expect("first holder");
     let second = world.as_(&world.admin_a, user(world.agent_a2.user_id, add("2001"))).await;
-    assert!(matches!(&second, Err(AdminError::Taken(key)) if key.namespace == Namespace::Extension(world.tenant_a)), "{second:?}");
+    assert!(
+        matches!(&second, Err(AdminError::Taken(key)) if key.namespace == Namespace::Extension(world.tenant_a)),
+        "{second:?}"
+    );
     world.as_(&world.admin_b, user(world.agent_b.user_id, add("2001"))).await.expect("another tenant may use it");
     // Given up, it is free again.
     let clear = UserRequest::SetExtensions { extensions: BTreeSet::new() };
@@ -123,7 +131,10 @@ async fn a_role_in_use_and_a_group_with_members_cannot_be_deleted(pool: PgPool) 
     let grants = Grants::new(Scope::ManagedGroups, [Permission::ViewCalls, Permission::PlaybackCalls]);
     let define = RoleRequest::Define { name: "QA reviewer".into(), grants };
     world.as_(&world.root, AdminCommand::Role { role_id, request: define }).await.expect("defined");
-    world.as_(&world.admin_a, user(world.agent_a1.user_id, UserRequest::AssignRole { role_id })).await.expect("assigned");
+    world
+        .as_(&world.admin_a, user(world.agent_a1.user_id, UserRequest::AssignRole { role_id }))
+        .await
+        .expect("assigned");
     let delete = || AdminCommand::Role { role_id, request: RoleRequest::Delete };
     let refused = world.as_(&world.root, delete()).await;
     assert!(matches!(&refused, Err(AdminError::Invalid(m)) if m.contains("1 user")), "{refused:?}");
@@ -145,7 +156,9 @@ async fn a_refused_command_changes_nothing_and_is_in_the_audit_trail_as_a_failur
     let rename = user(world.agent_b.user_id, UserRequest::Rename { username: "hijacked".into() });
     let refused = world.as_(&world.admin_a, rename).await;
     assert!(matches!(refused, Err(AdminError::Forbidden(_))), "{refused:?}");
-    let invalid = world.as_(&world.admin_a, user(world.agent_a1.user_id, UserRequest::SetEmail { email: Some("nope".into()) })).await;
+    let invalid = world
+        .as_(&world.admin_a, user(world.agent_a1.user_id, UserRequest::SetEmail { email: Some("nope".into()) }))
+        .await;
     assert!(matches!(invalid, Err(AdminError::Invalid(_))), "{invalid:?}");
     let events = all_events(&world).await;
     assert_eq!(events_of(&world, "User", world.agent_b.user_id).await.len(), before);
@@ -166,17 +179,45 @@ async fn nobody_hands_out_or_takes_over_more_rights_than_they_hold(pool: PgPool)
     let world = World::build(pool).await;
     // A tenant administrator cannot make a root administrator, nor a custom role with provider rights.
     let promote = UserRequest::AssignRole { role_id: PredefinedRole::RootAdministrator.role_id() };
-    assert!(matches!(world.as_(&world.admin_a, user(world.agent_a1.user_id, promote)).await, Err(AdminError::Forbidden(_))));
+    assert!(matches!(
+        world.as_(&world.admin_a, user(world.agent_a1.user_id, promote)).await,
+        Err(AdminError::Forbidden(_))
+    ));
     let strong = id();
     let grants = Grants::new(Scope::Tenant, [Permission::ConfigureUsers, Permission::ManageRetention]);
-    world.as_(&world.root, AdminCommand::Role { role_id: strong, request: RoleRequest::Define { name: "Strong".into(), grants } }).await.expect("defined");
+    world
+        .as_(
+            &world.root,
+            AdminCommand::Role { role_id: strong, request: RoleRequest::Define { name: "Strong".into(), grants } },
+        )
+        .await
+        .expect("defined");
     let assign = UserRequest::AssignRole { role_id: strong };
-    assert!(matches!(world.as_(&world.admin_a, user(world.agent_a1.user_id, assign)).await, Err(AdminError::Forbidden(_))));
-    // A supervisor allowed to configure users cannot reset the password of an administrator in their group.
+    assert!(matches!(
+        world.as_(&world.admin_a, user(world.agent_a1.user_id, assign)).await,
+        Err(AdminError::Forbidden(_))
+    ));
+    // A supervisor allowed to configure users cannot reset the password of an administrator in their group
+    // (taking over a stronger account), but can an agent's whose rights the supervisor's role includes.
     let helper_role = id();
-    let grants = Grants::new(Scope::ManagedGroups, [Permission::ConfigureUsers, Permission::ViewCalls]);
-    world.as_(&world.root, AdminCommand::Role { role_id: helper_role, request: RoleRequest::Define { name: "Team lead".into(), grants } }).await.expect("defined");
-    world.as_(&world.admin_a, user(world.supervisor_a.user_id, UserRequest::AssignRole { role_id: helper_role })).await.expect("assigned");
+    let grants = Grants::new(
+        Scope::ManagedGroups,
+        [Permission::ConfigureUsers, Permission::ViewCalls, Permission::PlaybackCalls],
+    );
+    world
+        .as_(
+            &world.root,
+            AdminCommand::Role {
+                role_id: helper_role,
+                request: RoleRequest::Define { name: "Team lead".into(), grants },
+            },
+        )
+        .await
+        .expect("defined");
+    world
+        .as_(&world.admin_a, user(world.supervisor_a.user_id, UserRequest::AssignRole { role_id: helper_role }))
+        .await
+        .expect("assigned");
     let reset = UserRequest::SetPassword { password: secret("another long password"), must_change: false };
     let taken_over = world.as_(&world.supervisor_a, user(world.admin_a.user_id, reset)).await;
     assert!(matches!(taken_over, Err(AdminError::Forbidden(_))), "{taken_over:?}");
@@ -200,7 +241,8 @@ async fn passwords_reach_neither_events_nor_logs_and_sign_in_checks_them(pool: P
         assert!(!text.contains(new_password) && !text.contains(PASSWORD), "a password in {}", event.event.event_type);
         assert!(!text.contains("$argon2"), "a password hash in {}", event.event.event_type);
     }
-    let failed: Vec<_> = all_events(&world).await.into_iter().filter(|e| e.event.event_type == "SignInFailed").collect();
+    let failed: Vec<_> =
+        all_events(&world).await.into_iter().filter(|e| e.event.event_type == "SignInFailed").collect();
     assert_eq!(failed.len(), 1);
     let payload = failed[0].event.payload_json().expect("payload");
     assert_eq!(payload["SignInFailed"]["failure"], "wrong_password");
@@ -250,27 +292,47 @@ async fn a_user_who_must_change_the_password_can_do_nothing_else_until_then(pool
     let signed_in = sign_in(&world, "admin-b", "temporary password 1").await.expect("signs in");
     assert!(signed_in.must_change_password);
     let principal = world.admin.authenticate(signed_in.token.expose_secret(), None).await.expect("session");
-    let blocked = world.admin.execute(&principal.caller, AdminCommand::Group { group_id: id(), request: GroupRequest::Create { tenant_id: world.tenant_b, name: "X".into(), timezone: None } }).await;
+    let blocked = world
+        .admin
+        .execute(
+            &principal.caller,
+            AdminCommand::Group {
+                group_id: id(),
+                request: GroupRequest::Create { tenant_id: world.tenant_b, name: "X".into(), timezone: None },
+            },
+        )
+        .await;
     assert!(matches!(blocked, Err(AdminError::Forbidden(_))), "{blocked:?}");
-    let wrong = AdminCommand::ChangeOwnPassword { current: secret("not it at all"), new: secret("my own new password") };
+    let wrong =
+        AdminCommand::ChangeOwnPassword { current: secret("not it at all"), new: secret("my own new password") };
     assert!(matches!(world.admin.execute(&principal.caller, wrong).await, Err(AdminError::Invalid(_))));
-    let change = AdminCommand::ChangeOwnPassword { current: secret("temporary password 1"), new: secret("my own new password") };
+    let change =
+        AdminCommand::ChangeOwnPassword { current: secret("temporary password 1"), new: secret("my own new password") };
     world.admin.execute(&principal.caller, change).await.expect("changed");
-    let group = AdminCommand::Group { group_id: id(), request: GroupRequest::Create { tenant_id: world.tenant_b, name: "X".into(), timezone: None } };
+    let group = AdminCommand::Group {
+        group_id: id(),
+        request: GroupRequest::Create { tenant_id: world.tenant_b, name: "X".into(), timezone: None },
+    };
     world.admin.execute(&principal.caller, group).await.expect("free to work now");
 }
 
 #[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
 async fn a_reset_link_sets_a_new_password_once(pool: PgPool) {
     let world = World::build(pool).await;
-    let done = world.as_(&world.admin_a, user(world.agent_a1.user_id, UserRequest::IssuePasswordResetLink)).await.expect("issued");
+    let done = world
+        .as_(&world.admin_a, user(world.agent_a1.user_id, UserRequest::IssuePasswordResetLink))
+        .await
+        .expect("issued");
     let token = done.issued.expect("a token").expose_secret().to_owned();
     assert!(world.admin.complete_password_reset(&token, secret("short"), None).await.is_err(), "the policy holds");
     world.admin.complete_password_reset(&token, secret("a fresh long password"), None).await.expect("reset");
     sign_in(&world, "agent-a1", "a fresh long password").await.expect("new password");
     let reuse = world.admin.complete_password_reset(&token, secret("yet another password"), None).await;
     assert!(matches!(reuse, Err(AdminError::Invalid(_))), "{reuse:?}");
-    assert!(matches!(world.admin.complete_password_reset("garbage", secret("yet another password"), None).await, Err(AdminError::Invalid(_))));
+    assert!(matches!(
+        world.admin.complete_password_reset("garbage", secret("yet another password"), None).await,
+        Err(AdminError::Invalid(_))
+    ));
 }
 
 #[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
@@ -282,7 +344,10 @@ async fn an_impersonating_administrator_has_exactly_the_users_rights_and_both_ar
     assert_eq!(principal.caller.user_id, world.agent_a1.user_id);
     assert_eq!(principal.caller.impersonator, Some(admin.user_id));
     // As the agent, administration is refused, and the refusal names both.
-    let create = AdminCommand::Group { group_id: id(), request: GroupRequest::Create { tenant_id: world.tenant_a, name: "Z".into(), timezone: None } };
+    let create = AdminCommand::Group {
+        group_id: id(),
+        request: GroupRequest::Create { tenant_id: world.tenant_a, name: "Z".into(), timezone: None },
+    };
     assert!(matches!(world.admin.execute(&principal.caller, create).await, Err(AdminError::Forbidden(_))));
     let events = all_events(&world).await;
     let refusal = events.iter().rev().find(|e| e.event.event_type == "CommandRefused").expect("recorded");
@@ -300,10 +365,17 @@ async fn an_impersonating_administrator_has_exactly_the_users_rights_and_both_ar
 async fn a_tenant_may_require_a_verification_code_before_impersonation(pool: PgPool) {
     let world = World::build(pool).await;
     let require = TenantCommand::SetImpersonationVerification { required: true };
-    world.as_(&world.root, AdminCommand::Tenant { tenant_id: world.tenant_a, command: require }).await.expect("required");
+    world
+        .as_(&world.root, AdminCommand::Tenant { tenant_id: world.tenant_a, command: require })
+        .await
+        .expect("required");
     let admin = &world.admin_a;
     world.as_(admin, AdminCommand::StartImpersonation { user_id: world.agent_a1.user_id }).await.expect("requested");
-    assert_eq!(world.admin.authenticate(&admin.token, None).await.expect("session").caller.impersonator, None, "not before the code");
+    assert_eq!(
+        world.admin.authenticate(&admin.token, None).await.expect("session").caller.impersonator,
+        None,
+        "not before the code"
+    );
     let code = world.inbox.last_code().expect("a code was sent");
     let wrong = if code == "000000" { "111111" } else { "000000" };
     let refused = world.as_(admin, AdminCommand::VerifyImpersonation { code: secret(wrong) }).await;
@@ -335,24 +407,49 @@ async fn record_call(world: &World, extension: &str, user_id: Option<Uuid>) -> U
 #[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
 async fn assigning_a_call_to_all_similar_calls_assigns_every_unassigned_call_of_that_extension(pool: PgPool) {
     let world = World::build(pool).await;
-    let similar = [record_call(&world, "5005", None).await, record_call(&world, "5005", None).await, record_call(&world, "5005", None).await];
+    let similar = [
+        record_call(&world, "5005", None).await,
+        record_call(&world, "5005", None).await,
+        record_call(&world, "5005", None).await,
+    ];
     let other = record_call(&world, "6006", None).await;
     // A supervisor does not reach unassigned calls.
-    let by_supervisor = AdminCommand::AssignCall { call_id: similar[0], user_id: world.agent_a1.user_id, extension: None, apply_to_similar: false };
+    let by_supervisor = AdminCommand::AssignCall {
+        call_id: similar[0],
+        user_id: world.agent_a1.user_id,
+        extension: None,
+        apply_to_similar: false,
+    };
     assert!(matches!(world.as_(&world.supervisor_a, by_supervisor).await, Err(AdminError::Forbidden(_))));
-    let assign = AdminCommand::AssignCall { call_id: similar[0], user_id: world.agent_a1.user_id, extension: None, apply_to_similar: true };
+    let assign = AdminCommand::AssignCall {
+        call_id: similar[0],
+        user_id: world.agent_a1.user_id,
+        extension: None,
+        apply_to_similar: true,
+    };
     world.as_(&world.admin_a, assign).await.expect("assigned");
     let calls = CommandService::<Call>::new(world.log.clone(), ());
     for call in similar {
         assert_eq!(calls.load(&call.to_string()).await.expect("call").user_id(), Some(world.agent_a1.user_id));
     }
     assert_eq!(calls.load(&other.to_string()).await.expect("call").user_id(), None);
-    let holder = world.admin.index().holder(&IndexKey::new(Namespace::Extension(world.tenant_a), "5005")).await.expect("index");
-    assert_eq!(holder.map(|h| h.aggregate_id), Some(world.agent_a1.user_id.to_string()), "the extension joined the profile");
-    let left = world.admin.index().with_prefix(&Namespace::UnassignedCalls(world.tenant_a), "5005/", 10).await.expect("index");
+    let holder =
+        world.admin.index().holder(&IndexKey::new(Namespace::Extension(world.tenant_a), "5005")).await.expect("index");
+    assert_eq!(
+        holder.map(|h| h.aggregate_id),
+        Some(world.agent_a1.user_id.to_string()),
+        "the extension joined the profile"
+    );
+    let left =
+        world.admin.index().with_prefix(&Namespace::UnassignedCalls(world.tenant_a), "5005/", 10).await.expect("index");
     assert!(left.is_empty(), "{left:?}");
     // A call of another tenant's user cannot be assigned to this tenant's user.
-    let foreign = AdminCommand::AssignCall { call_id: other, user_id: world.agent_b.user_id, extension: None, apply_to_similar: false };
+    let foreign = AdminCommand::AssignCall {
+        call_id: other,
+        user_id: world.agent_b.user_id,
+        extension: None,
+        apply_to_similar: false,
+    };
     assert!(world.as_(&world.root, foreign).await.is_err());
 }
 
@@ -371,7 +468,8 @@ async fn storage_credentials_are_sealed_outside_the_log_kept_on_edit_and_destroy
         path_style: true,
     };
     let storage = |request| AdminCommand::StorageTarget { target_id, request };
-    let add = StorageTargetRequest::Add { tenant_id: world.tenant_a, name: "Archive".into(), settings: s3(Some(secret_key)) };
+    let add =
+        StorageTargetRequest::Add { tenant_id: world.tenant_a, name: "Archive".into(), settings: s3(Some(secret_key)) };
     world.as_(&world.admin_a, storage(add)).await.expect("added");
     let missing = StorageTargetRequest::Add { tenant_id: world.tenant_a, name: "Other".into(), settings: s3(None) };
     let refused = world.as_(&world.admin_a, AdminCommand::StorageTarget { target_id: id(), request: missing }).await;
@@ -381,10 +479,11 @@ async fn storage_credentials_are_sealed_outside_the_log_kept_on_edit_and_destroy
     for event in all_events(&world).await {
         assert!(!event.event.payload.contains(secret_key), "the secret key in {}", event.event.event_type);
     }
-    let sealed: Vec<Vec<u8>> = sqlx::query_scalar("SELECT value FROM secrets WHERE kind = 'storage_credential' AND value IS NOT NULL")
-        .fetch_all(&pool)
-        .await
-        .expect("secrets");
+    let sealed: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT value FROM secrets WHERE kind = 'storage_credential' AND value IS NOT NULL")
+            .fetch_all(&pool)
+            .await
+            .expect("secrets");
     assert_eq!(sealed.len(), 1, "the kept secret is the only one");
     assert!(!sealed[0].windows(secret_key.len()).any(|w| w == secret_key.as_bytes()), "sealed, not in clear");
     // The connection test runs and records its result (nothing listens on port 9).
@@ -396,10 +495,11 @@ async fn storage_credentials_are_sealed_outside_the_log_kept_on_edit_and_destroy
     world.as_(&world.admin_a, storage(StorageTargetRequest::Restore)).await.expect("undone");
     world.as_(&world.admin_a, storage(StorageTargetRequest::Delete)).await.expect("deleted");
     world.as_(&world.admin_a, storage(StorageTargetRequest::Purge)).await.expect("purged");
-    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM secrets WHERE kind = 'storage_credential' AND value IS NOT NULL")
-        .fetch_one(&pool)
-        .await
-        .expect("count");
+    let left: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM secrets WHERE kind = 'storage_credential' AND value IS NOT NULL")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
     assert_eq!(left, 0, "purging destroys the credentials");
 }
 
@@ -428,27 +528,62 @@ async fn evaluation_forms_are_created_cloned_and_undeleted_within_their_tenant(p
     let clone = EvaluationFormRequest::Clone { source_id: form_id, name: "Quality (copy)".into() };
     world.as_(&world.admin_a, AdminCommand::EvaluationForm { form_id: copy, request: clone }).await.expect("cloned");
     let from_b = EvaluationFormRequest::Clone { source_id: form_id, name: "Stolen".into() };
-    assert!(matches!(world.as_(&world.admin_b, AdminCommand::EvaluationForm { form_id: id(), request: from_b }).await, Err(AdminError::Forbidden(_))));
+    assert!(matches!(
+        world.as_(&world.admin_b, AdminCommand::EvaluationForm { form_id: id(), request: from_b }).await,
+        Err(AdminError::Forbidden(_))
+    ));
     let clone_again = EvaluationFormRequest::Clone { source_id: form_id, name: "quality (COPY)".into() };
-    assert!(matches!(world.as_(&world.admin_a, AdminCommand::EvaluationForm { form_id: id(), request: clone_again }).await, Err(AdminError::Taken(_))));
+    assert!(matches!(
+        world.as_(&world.admin_a, AdminCommand::EvaluationForm { form_id: id(), request: clone_again }).await,
+        Err(AdminError::Taken(_))
+    ));
     let mut bad = form("Broken");
     bad.sections[0].questions[0].weight_bp = 3_999;
-    let invalid = world.as_(&world.admin_a, AdminCommand::EvaluationForm { form_id: id(), request: EvaluationFormRequest::Create { tenant_id: world.tenant_a, definition: bad } }).await;
+    let invalid = world
+        .as_(
+            &world.admin_a,
+            AdminCommand::EvaluationForm {
+                form_id: id(),
+                request: EvaluationFormRequest::Create { tenant_id: world.tenant_a, definition: bad },
+            },
+        )
+        .await;
     assert!(matches!(invalid, Err(AdminError::Invalid(_))), "{invalid:?}");
 }
 
 #[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
 async fn every_aggregate_rebuilt_from_the_log_equals_its_loaded_state(pool: PgPool) {
     let world = World::build(pool).await;
-    world.as_(&world.admin_a, user(world.agent_a1.user_id, UserRequest::AddExtension { extension: "7007".into() })).await.expect("ok");
-    world.as_(&world.admin_a, user(world.agent_a1.user_id, UserRequest::SetGroups { groups: vec![world.group_a2, world.group_a1] })).await.expect("ok");
+    world
+        .as_(&world.admin_a, user(world.agent_a1.user_id, UserRequest::AddExtension { extension: "7007".into() }))
+        .await
+        .expect("ok");
+    world
+        .as_(
+            &world.admin_a,
+            user(world.agent_a1.user_id, UserRequest::SetGroups { groups: vec![world.group_a2, world.group_a1] }),
+        )
+        .await
+        .expect("ok");
     let users = CommandService::<recall_domain::user::User>::new(world.log.clone(), ());
     let events = all_events(&world).await;
     let mut checked = 0;
-    for person in [&world.admin_a, &world.supervisor_a, &world.agent_a1, &world.agent_a2, &world.admin_b, &world.agent_b, &world.root] {
+    for person in [
+        &world.admin_a,
+        &world.supervisor_a,
+        &world.agent_a1,
+        &world.agent_a2,
+        &world.admin_b,
+        &world.agent_b,
+        &world.root,
+    ] {
         let mut rebuilt = recall_domain::user::User::default();
-        for logged in events.iter().filter(|e| e.event.aggregate_type == "User" && e.event.aggregate_id == person.user_id.to_string()) {
-            let event: recall_domain::user::UserEvent = serde_json::from_str(&logged.event.payload).expect("a user event");
+        for logged in events
+            .iter()
+            .filter(|e| e.event.aggregate_type == "User" && e.event.aggregate_id == person.user_id.to_string())
+        {
+            let event: recall_domain::user::UserEvent =
+                serde_json::from_str(&logged.event.payload).expect("a user event");
             recall_domain::Aggregate::apply(&mut rebuilt, event);
             checked += 1;
         }

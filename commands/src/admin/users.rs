@@ -66,12 +66,7 @@ impl Admin {
 
     /// Every group exists in the tenant, and a caller whose reach is their managed groups only places
     /// users in (or hands out) groups they manage.
-    async fn check_groups<'g>(
-        &self,
-        ctx: &Ctx<'_>,
-        tenant_id: Option<Uuid>,
-        groups: impl IntoIterator<Item = &'g Uuid>,
-    ) -> Result<(), AdminError> {
+    async fn check_groups(&self, ctx: &Ctx<'_>, tenant_id: Option<Uuid>, groups: &[Uuid]) -> Result<(), AdminError> {
         for group_id in groups {
             let group = self.load(&self.groups, *group_id).await?;
             if !group.exists() || group.tenant_id() != tenant_id || tenant_id.is_none() {
@@ -129,7 +124,8 @@ impl Admin {
         ctx.authorize(Permission::ConfigureUsers, &resource)?;
         let (role, grants) = self.role_facts(new.role_id).await?;
         ctx.covers(&grants, "this role")?;
-        self.check_groups(ctx, tenant_id, new.groups.iter().chain(&new.managed_groups)).await?;
+        let all_groups: Vec<Uuid> = new.groups.iter().chain(&new.managed_groups).copied().collect();
+        self.check_groups(ctx, tenant_id, &all_groups).await?;
         let password = match new.password {
             Some(password) => Some(self.store_password(password, &new.username, tenant_id, user_id).await?),
             None => None,
@@ -201,7 +197,7 @@ impl Admin {
                 UserCommand::SetGroups { groups }
             }
             UserRequest::SetManagedGroups { groups } => {
-                self.check_groups(ctx, tenant_id, &groups).await?;
+                self.check_groups(ctx, tenant_id, &groups.iter().copied().collect::<Vec<_>>()).await?;
                 let role_scope = self.role_facts(user.role_id()).await.map_or(Scope::OwnCalls, |(role, _)| role.scope);
                 UserCommand::SetManagedGroups { groups, role_scope }
             }

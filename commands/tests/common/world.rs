@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
-use recall_commands::admin::{Admin, AdminCommand, AdminConfig, Caller, Done, GroupRequest, NewUser, SignInRequest, UserRequest};
+use recall_commands::admin::{
+    Admin, AdminCommand, AdminConfig, Caller, Done, GroupRequest, NewUser, SignInRequest, UserRequest,
+};
 use recall_commands::delivery::{CodeDelivery, Recipient};
 use recall_commands::secrets::{SecretStore, SecretsKey};
 use recall_commands::storage_probe::ConnectionProbe;
@@ -112,7 +114,8 @@ impl World {
             }
         };
         let admin_a = person(tenant_a, PredefinedRole::Administrator, vec![group_a1], vec![], "admin-a").await;
-        let supervisor_a = person(tenant_a, PredefinedRole::Supervisor, vec![group_a1], vec![group_a1], "supervisor-a").await;
+        let supervisor_a =
+            person(tenant_a, PredefinedRole::Supervisor, vec![group_a1], vec![group_a1], "supervisor-a").await;
         let agent_a1 = person(tenant_a, PredefinedRole::Agent, vec![group_a1], vec![], "agent-a1").await;
         let agent_a2 = person(tenant_a, PredefinedRole::Agent, vec![group_a2], vec![], "agent-a2").await;
         let admin_b = person(tenant_b, PredefinedRole::Administrator, vec![group_b1], vec![], "admin-b").await;
@@ -145,7 +148,8 @@ impl World {
 
 pub async fn create_tenant(admin: &Admin, root: &Caller, name: &str) -> Uuid {
     let tenant_id = id();
-    let command = AdminCommand::Tenant { tenant_id, command: TenantCommand::CreateTenant(TenantSettings::named(unique(name))) };
+    let command =
+        AdminCommand::Tenant { tenant_id, command: TenantCommand::CreateTenant(TenantSettings::named(unique(name))) };
     admin.execute(root, command).await.expect("tenant is created");
     tenant_id
 }
