@@ -1,6 +1,7 @@
 //! `recall serve` on its embedded default, as a newcomer runs it: from an empty data directory it starts a
-//! private Postgres, answers `health`, stops cleanly on Ctrl-C (SIGINT), and starts again on the same
-//! directory with its data intact.
+//! private Postgres, answers `health`, lets `recall admin create-root` make the first root administrator
+//! beside it (once), stops cleanly on Ctrl-C (SIGINT), and starts again on the same directory with its
+//! data intact.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -103,14 +104,38 @@ impl Server {
     }
 }
 
+/// The log head once every appended event is sequenced.
 fn log_head(server: &Server) -> u64 {
-    let body = server.graphql("{ version health { ok site node logHead unsequencedEvents } }");
-    let health = &body["data"]["health"];
-    assert_eq!(health["ok"], true, "{body}");
-    assert_eq!(health["site"], "first-run");
-    assert_eq!(health["node"], "n1");
-    assert_eq!(body["data"]["version"], env!("CARGO_PKG_VERSION"));
-    health["logHead"].as_u64().expect("logHead")
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let body = server.graphql("{ version health { ok site node logHead unsequencedEvents } }");
+        let health = &body["data"]["health"];
+        assert_eq!(health["ok"], true, "{body}");
+        assert_eq!(health["site"], "first-run");
+        assert_eq!(health["node"], "n1");
+        assert_eq!(body["data"]["version"], env!("CARGO_PKG_VERSION"));
+        if health["unsequencedEvents"] == 0 {
+            return health["logHead"].as_u64().expect("logHead");
+        }
+        assert!(Instant::now() < deadline, "events stay unsequenced: {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs `recall` with `args`, `stdin` on its standard input.
+fn recall(args: &[&str], data_dir: &Path, stdin: &str) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_recall"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("recall runs");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+    child.wait_with_output().expect("recall finishes")
 }
 
 #[test]
@@ -119,18 +144,27 @@ fn serve_runs_the_embedded_default_stops_cleanly_and_keeps_its_data() {
     let data_dir = dir.path().join("recall-data");
 
     let server = start(&data_dir);
-    // The node's start is the first event of the site's log.
-    assert_eq!(log_head(&server), 1);
+    // The node's start and the four pre-defined roles.
+    assert_eq!(log_head(&server), 5);
+
+    // The first root administrator, made from the command line beside the running server.
+    let create = ["admin", "create-root", "--username", "root", "--password-stdin"];
+    let made = recall(&create, &data_dir, "correct horse battery\n");
+    let stdout = String::from_utf8_lossy(&made.stdout);
+    assert!(made.status.success(), "{stdout}{}", String::from_utf8_lossy(&made.stderr));
+    assert!(stdout.contains("created root administrator root"), "{stdout}");
+    assert_eq!(log_head(&server), 6);
+    let again = recall(&create, &data_dir, "another long password\n");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"), "{again:?}");
+    let argument = recall(&["admin", "create-root", "--username", "x"], &data_dir, "");
+    assert!(String::from_utf8_lossy(&argument.stderr).contains("--password-stdin"), "{argument:?}");
     server.stop();
     assert!(!data_dir.join("postgres/postmaster.pid").exists(), "the embedded Postgres was stopped with recall");
 
     let server = start(&data_dir);
     // Start, clean stop, start again: the first run's events are still there.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while log_head(&server) < 3 {
-        assert!(Instant::now() < deadline, "the log lost the first run's events");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(log_head(&server), 3);
+    // Start, roles, root, clean stop, start again (the roles exist already): nothing of the first run is lost.
+    assert_eq!(log_head(&server), 8);
     server.stop();
 }
