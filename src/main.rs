@@ -160,7 +160,7 @@ async fn run(command: Command) -> Result<()> {
             if !password_stdin {
                 anyhow::bail!("give the password on standard input with --password-stdin (never as an argument)");
             }
-            let password = read_password_line()?;
+            let password = read_password_line(&username)?;
             let (pool, embedded) = connect_for_command(&database).await?;
             let result = create_root(pool.clone(), &database, site, &username, password).await;
             pool.close().await;
@@ -172,10 +172,22 @@ async fn run(command: Command) -> Result<()> {
     }
 }
 
-/// One line of standard input, without its line ending.
-fn read_password_line() -> Result<secrecy::SecretString> {
-    let mut line = String::new();
-    std::io::stdin().read_line(&mut line).context("cannot read the password from standard input")?;
+/// One line of standard input, without its line ending; typed without echo when it is a terminal.
+fn read_password_line(username: &str) -> Result<secrecy::SecretString> {
+    use std::io::IsTerminal;
+    let line = if std::io::stdin().is_terminal() {
+        let first =
+            rpassword::prompt_password(format!("Password for {username}: ")).context("cannot read the password")?;
+        let again = rpassword::prompt_password("Again: ").context("cannot read the password")?;
+        if first != again {
+            anyhow::bail!("the two passwords differ");
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).context("cannot read the password from standard input")?;
+        line
+    };
     let password = line.trim_end_matches(['\n', '\r']).to_owned();
     if password.is_empty() {
         anyhow::bail!("no password on standard input");
