@@ -225,6 +225,36 @@ fn probe_contents(name: &str) -> Vec<u8> {
 }
 
 /// An I/O error in a few words, without "(os error N)", lower-cased to sit inside a sentence.
+/// Where a write, read back and delete of the probe file came to: `read` holds what was read back (or the
+/// failure in words), `deleted` whether the file is gone (or why not).
+fn read_back_and_cleanup(
+    done: &str,
+    name: &str,
+    place: &str,
+    contents: &[u8],
+    read: Result<Vec<u8>, String>,
+    deleted: Result<(), String>,
+) -> Result<String, String> {
+    let read = read.and_then(|bytes| {
+        if bytes == contents {
+            Ok(())
+        } else {
+            Err(format!(
+                "{done}, wrote {name} in {place}, but read back {} bytes that differ from the {} written",
+                bytes.len(),
+                contents.len()
+            ))
+        }
+    });
+    let deleted = deleted.map_err(|reason| format!("could not delete {name} in {place} ({reason}); delete it by hand"));
+    match (read, deleted) {
+        (Ok(()), Ok(())) => Ok(format!("{done}, wrote, read back and deleted {name} in {place}")),
+        (Ok(()), Err(failure)) => Err(format!("{done}, wrote and read back {name} in {place}, but {failure}")),
+        (Err(failure), Ok(())) => Err(failure),
+        (Err(failure), Err(cleanup)) => Err(format!("{failure}; {cleanup}")),
+    }
+}
+
 fn io_words(error: &std::io::Error) -> String {
     let text = error.to_string();
     let text = match text.rfind(" (os error ") {

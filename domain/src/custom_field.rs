@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::aggregate::{Aggregate, DomainEvent};
 use crate::index::{moves, IndexChange, IndexKey, Namespace};
+use crate::lifecycle::{lifecycle_refusals, Lifecycle};
 use crate::names::{display_name, unique_key, NameError};
 
 /// At most this many options in an option field.
@@ -22,20 +23,9 @@ pub const MAX_DESCRIPTION_CHARS: usize = 1000;
 
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CustomField {
-    state: FieldState,
+    state: Lifecycle,
     tenant_id: Option<Uuid>,
     definition: Option<CustomFieldDefinition>,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-enum FieldState {
-    #[default]
-    New,
-    Active,
-    /// Deleted but restorable: the field keeps its name until purged.
-    Deleted,
-    /// Gone for good: every command is refused.
-    Purged,
 }
 
 /// What a field holds.
@@ -150,19 +140,21 @@ pub enum CustomFieldError {
     FreeTextOnDate,
 }
 
+lifecycle_refusals!(CustomFieldError);
+
 impl CustomField {
     /// Added and not deleted.
     pub fn exists(&self) -> bool {
-        self.state == FieldState::Active
+        self.state == Lifecycle::Active
     }
 
     /// Deleted and still restorable.
     pub fn is_deleted(&self) -> bool {
-        self.state == FieldState::Deleted
+        self.state == Lifecycle::Deleted
     }
 
     pub fn is_purged(&self) -> bool {
-        self.state == FieldState::Purged
+        self.state == Lifecycle::Purged
     }
 
     pub fn tenant_id(&self) -> Option<Uuid> {
@@ -180,21 +172,11 @@ impl CustomField {
     }
 
     fn existing(&self) -> Result<(), CustomFieldError> {
-        match self.state {
-            FieldState::New => Err(CustomFieldError::NotFound),
-            FieldState::Active => Ok(()),
-            FieldState::Deleted => Err(CustomFieldError::Deleted),
-            FieldState::Purged => Err(CustomFieldError::Purged),
-        }
+        Ok(self.state.require_active()?)
     }
 
     fn deleted(&self) -> Result<(), CustomFieldError> {
-        match self.state {
-            FieldState::New => Err(CustomFieldError::NotFound),
-            FieldState::Active => Err(CustomFieldError::NotDeleted),
-            FieldState::Deleted => Ok(()),
-            FieldState::Purged => Err(CustomFieldError::Purged),
-        }
+        Ok(self.state.require_deleted()?)
     }
 
     fn name_key(&self, name: &str) -> Option<IndexKey> {
@@ -263,9 +245,9 @@ impl Aggregate for CustomField {
         match command {
             C::AddCustomField { tenant_id, definition } => {
                 match self.state {
-                    FieldState::New => {}
-                    FieldState::Purged => return Err(CustomFieldError::Purged),
-                    FieldState::Active | FieldState::Deleted => return Err(CustomFieldError::AlreadyExists),
+                    Lifecycle::New => {}
+                    Lifecycle::Purged => return Err(CustomFieldError::Purged),
+                    Lifecycle::Active | Lifecycle::Deleted => return Err(CustomFieldError::AlreadyExists),
                 }
                 Ok(vec![E::CustomFieldAdded { tenant_id, definition: valid_definition(definition)? }])
             }
@@ -297,15 +279,15 @@ impl Aggregate for CustomField {
         use CustomFieldEvent as E;
         match event {
             E::CustomFieldAdded { tenant_id, definition } => {
-                self.state = FieldState::Active;
+                self.state = Lifecycle::Active;
                 self.tenant_id = Some(tenant_id);
                 self.definition = Some(definition);
             }
             E::CustomFieldEdited { definition } => self.definition = Some(definition),
-            E::CustomFieldDeleted => self.state = FieldState::Deleted,
-            E::CustomFieldRestored => self.state = FieldState::Active,
+            E::CustomFieldDeleted => self.state = Lifecycle::Deleted,
+            E::CustomFieldRestored => self.state = Lifecycle::Active,
             E::CustomFieldPurged => {
-                self.state = FieldState::Purged;
+                self.state = Lifecycle::Purged;
                 self.definition = None;
             }
         }

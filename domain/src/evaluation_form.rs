@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use crate::aggregate::{Aggregate, DomainEvent};
 use crate::index::{moves, IndexChange, IndexKey, Namespace};
+use crate::lifecycle::{lifecycle_refusals, Lifecycle};
 use crate::names::{display_name, unique_key, NameError};
 
 /// 100 % in basis points (hundredths of a percent).
@@ -49,21 +50,11 @@ pub struct Answer {
 
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvaluationForm {
-    state: FormState,
+    state: Lifecycle,
     tenant_id: Option<Uuid>,
     definition: FormDefinition,
     version: u32,
     cloned_from: Option<Uuid>,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-enum FormState {
-    #[default]
-    New,
-    Active,
-    /// In the bin: can be restored (its name stays taken) or purged.
-    Deleted,
-    Purged,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -169,6 +160,8 @@ pub enum EvaluationFormError {
     WeightsDoNotTotal100 { total_bp: u64 },
 }
 
+lifecycle_refusals!(EvaluationFormError);
+
 /// Basis points as a percentage for people: 9999 → `99.99`.
 fn percent(bp: u64) -> String {
     format!("{}.{:02}", bp / 100, bp % 100)
@@ -272,12 +265,12 @@ fn validate_question(question: Question, section: usize, q: usize) -> Result<Que
 impl EvaluationForm {
     /// The form is usable: created, not deleted, not purged.
     pub fn exists(&self) -> bool {
-        self.state == FormState::Active
+        self.state == Lifecycle::Active
     }
 
     /// The form is in the bin: it can be restored or purged.
     pub fn is_deleted(&self) -> bool {
-        self.state == FormState::Deleted
+        self.state == Lifecycle::Deleted
     }
 
     pub fn tenant_id(&self) -> Option<Uuid> {
@@ -300,29 +293,19 @@ impl EvaluationForm {
     }
 
     fn existing(&self) -> Result<(), EvaluationFormError> {
-        match self.state {
-            FormState::New => Err(EvaluationFormError::NotFound),
-            FormState::Active => Ok(()),
-            FormState::Deleted => Err(EvaluationFormError::Deleted),
-            FormState::Purged => Err(EvaluationFormError::Purged),
-        }
+        Ok(self.state.require_active()?)
     }
 
     /// Restore and purge act on deleted forms only.
     fn deleted(&self) -> Result<(), EvaluationFormError> {
-        match self.state {
-            FormState::New => Err(EvaluationFormError::NotFound),
-            FormState::Active => Err(EvaluationFormError::NotDeleted),
-            FormState::Deleted => Ok(()),
-            FormState::Purged => Err(EvaluationFormError::Purged),
-        }
+        Ok(self.state.require_deleted()?)
     }
 
     fn new_form(&self) -> Result<(), EvaluationFormError> {
         match self.state {
-            FormState::New => Ok(()),
-            FormState::Active | FormState::Deleted => Err(EvaluationFormError::AlreadyExists),
-            FormState::Purged => Err(EvaluationFormError::Purged),
+            Lifecycle::New => Ok(()),
+            Lifecycle::Active | Lifecycle::Deleted => Err(EvaluationFormError::AlreadyExists),
+            Lifecycle::Purged => Err(EvaluationFormError::Purged),
         }
     }
 
@@ -383,7 +366,7 @@ impl Aggregate for EvaluationForm {
         use EvaluationFormEvent as E;
         match event {
             E::FormCreated { tenant_id, definition, cloned_from } => {
-                self.state = FormState::Active;
+                self.state = Lifecycle::Active;
                 self.tenant_id = Some(tenant_id);
                 self.definition = definition;
                 self.version = 1;
@@ -393,9 +376,9 @@ impl Aggregate for EvaluationForm {
                 self.definition = definition;
                 self.version = version;
             }
-            E::FormDeleted => self.state = FormState::Deleted,
-            E::FormRestored => self.state = FormState::Active,
-            E::FormPurged => self.state = FormState::Purged,
+            E::FormDeleted => self.state = Lifecycle::Deleted,
+            E::FormRestored => self.state = Lifecycle::Active,
+            E::FormPurged => self.state = Lifecycle::Purged,
         }
     }
 

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::aggregate::{Aggregate, DomainEvent};
 use crate::index::{moves, IndexChange, IndexKey, Namespace};
+use crate::lifecycle::{lifecycle_refusals, Lifecycle};
 use crate::names::{display_name, NameError};
 use crate::secret::SecretRef;
 
@@ -20,22 +21,11 @@ pub const MAX_TEST_DETAIL_CHARS: usize = 1000;
 
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StorageTarget {
-    state: TargetState,
+    state: Lifecycle,
     tenant_id: Option<Uuid>,
     name: String,
     kind: Option<StorageKind>,
     last_test: Option<ConnectionTest>,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-enum TargetState {
-    #[default]
-    New,
-    Active,
-    /// Deleted but restorable: the target keeps its name (and the write side its secrets) until purged.
-    Deleted,
-    /// Gone for good: every command is refused.
-    Purged,
 }
 
 /// Where and how recordings are written. Surrounding white space is removed from hosts, endpoints,
@@ -201,19 +191,21 @@ pub enum StorageTargetError {
     SftpWithoutCredentials,
 }
 
+lifecycle_refusals!(StorageTargetError);
+
 impl StorageTarget {
     /// Added and not deleted.
     pub fn exists(&self) -> bool {
-        self.state == TargetState::Active
+        self.state == Lifecycle::Active
     }
 
     /// Deleted and still restorable.
     pub fn is_deleted(&self) -> bool {
-        self.state == TargetState::Deleted
+        self.state == Lifecycle::Deleted
     }
 
     pub fn is_purged(&self) -> bool {
-        self.state == TargetState::Purged
+        self.state == Lifecycle::Purged
     }
 
     pub fn tenant_id(&self) -> Option<Uuid> {
@@ -241,21 +233,11 @@ impl StorageTarget {
     }
 
     fn existing(&self) -> Result<(), StorageTargetError> {
-        match self.state {
-            TargetState::New => Err(StorageTargetError::NotFound),
-            TargetState::Active => Ok(()),
-            TargetState::Deleted => Err(StorageTargetError::Deleted),
-            TargetState::Purged => Err(StorageTargetError::Purged),
-        }
+        Ok(self.state.require_active()?)
     }
 
     fn deleted(&self) -> Result<(), StorageTargetError> {
-        match self.state {
-            TargetState::New => Err(StorageTargetError::NotFound),
-            TargetState::Active => Err(StorageTargetError::NotDeleted),
-            TargetState::Deleted => Ok(()),
-            TargetState::Purged => Err(StorageTargetError::Purged),
-        }
+        Ok(self.state.require_deleted()?)
     }
 
     fn name_key(&self, name: &str) -> Option<IndexKey> {
@@ -441,9 +423,9 @@ impl Aggregate for StorageTarget {
         match command {
             C::AddStorageTarget { tenant_id, name, kind } => {
                 match self.state {
-                    TargetState::New => {}
-                    TargetState::Purged => return Err(StorageTargetError::Purged),
-                    TargetState::Active | TargetState::Deleted => return Err(StorageTargetError::AlreadyExists),
+                    Lifecycle::New => {}
+                    Lifecycle::Purged => return Err(StorageTargetError::Purged),
+                    Lifecycle::Active | Lifecycle::Deleted => return Err(StorageTargetError::AlreadyExists),
                 }
                 let name = display_name(&name).map_err(StorageTargetError::InvalidName)?;
                 Ok(vec![E::StorageTargetAdded { tenant_id, name, kind: valid_kind(kind)? }])
@@ -478,7 +460,7 @@ impl Aggregate for StorageTarget {
         use StorageTargetEvent as E;
         match event {
             E::StorageTargetAdded { tenant_id, name, kind } => {
-                self.state = TargetState::Active;
+                self.state = Lifecycle::Active;
                 self.tenant_id = Some(tenant_id);
                 self.name = name;
                 self.kind = Some(kind);
@@ -494,10 +476,10 @@ impl Aggregate for StorageTarget {
             E::StorageTargetTested { ok, detail, tested_at } => {
                 self.last_test = Some(ConnectionTest { ok, detail, tested_at });
             }
-            E::StorageTargetDeleted => self.state = TargetState::Deleted,
-            E::StorageTargetRestored => self.state = TargetState::Active,
+            E::StorageTargetDeleted => self.state = Lifecycle::Deleted,
+            E::StorageTargetRestored => self.state = Lifecycle::Active,
             E::StorageTargetPurged => {
-                self.state = TargetState::Purged;
+                self.state = Lifecycle::Purged;
                 self.name = String::new();
                 self.kind = None;
                 self.last_test = None;

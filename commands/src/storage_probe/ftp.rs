@@ -117,31 +117,10 @@ async fn after_login(
         .await
         .and_then(|r| {
             r.map_err(|e| format!("{done}, wrote {name} in {place}, but could not read it back: {}", ftp_words(&e)))
-        })
-        .and_then(|bytes| {
-            if bytes == contents {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{done}, wrote {name} in {place}, but read back {} bytes that differ from the {} written",
-                    bytes.len(),
-                    contents.len()
-                ))
-            }
         });
+    let deleted = steps.quiet(ftp.rm(&name)).await.and_then(|r| r.map_err(|e| ftp_words(&e)));
 
-    let deleted = steps
-        .quiet(ftp.rm(&name))
-        .await
-        .and_then(|r| r.map_err(|e| ftp_words(&e)))
-        .map_err(|reason| format!("could not delete {name} in {place} ({reason}); delete it by hand"));
-
-    match (read, deleted) {
-        (Ok(()), Ok(())) => Ok(format!("{done}, wrote, read back and deleted {name} in {place}")),
-        (Ok(()), Err(failure)) => Err(format!("{done}, wrote and read back {name} in {place}, but {failure}")),
-        (Err(failure), Ok(())) => Err(failure),
-        (Err(failure), Err(cleanup)) => Err(format!("{failure}; {cleanup}")),
-    }
+    super::read_back_and_cleanup(done, &name, &place, &contents, read, deleted)
 }
 
 /// An FTP error as the server or the connection put it: "530 Login incorrect.", "connection reset".

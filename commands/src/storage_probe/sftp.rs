@@ -258,32 +258,11 @@ async fn transfer(
         .await
         .and_then(|r| {
             r.map_err(|e| format!("{done}, wrote {name} in {place}, but could not read it back: {}", sftp_words(&e)))
-        })
-        .and_then(|bytes| {
-            if bytes == contents {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{done}, wrote {name} in {place}, but read back {} bytes that differ from the {} written",
-                    bytes.len(),
-                    contents.len()
-                ))
-            }
         });
-
-    let deleted = steps
-        .quiet(sftp.remove_file(path.as_str()))
-        .await
-        .and_then(|r| r.map_err(|e| sftp_words(&e)))
-        .map_err(|reason| format!("could not delete {name} in {place} ({reason}); delete it by hand"));
+    let deleted = steps.quiet(sftp.remove_file(path.as_str())).await.and_then(|r| r.map_err(|e| sftp_words(&e)));
     let _ = steps.quiet(sftp.close()).await;
 
-    match (read, deleted) {
-        (Ok(()), Ok(())) => Ok(format!("{done}, wrote, read back and deleted {name} in {place}")),
-        (Ok(()), Err(failure)) => Err(format!("{done}, wrote and read back {name} in {place}, but {failure}")),
-        (Err(failure), Ok(())) => Err(failure),
-        (Err(failure), Err(cleanup)) => Err(format!("{failure}; {cleanup}")),
-    }
+    super::read_back_and_cleanup(done, &name, &place, &contents, read, deleted)
 }
 
 fn ssh_words(error: &russh::Error) -> String {
