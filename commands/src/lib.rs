@@ -12,6 +12,8 @@ pub mod metrics;
 pub mod secrets;
 pub mod service;
 pub mod storage_probe;
+#[cfg(feature = "test-support")]
+pub mod testing;
 pub mod write_index;
 
 pub use adapter::{Adapted, EventOf};

@@ -204,6 +204,11 @@ impl EventLog {
         *self.head.borrow()
     }
 
+    /// A watch of the head position this process has seen, for readers that wait for new events.
+    pub fn watch_head_position(&self) -> watch::Receiver<u64> {
+        self.head.subscribe()
+    }
+
     /// Up to `limit` events after position `after`, in order.
     pub async fn read_batch(&self, after: u64, limit: u32) -> Result<Vec<LoggedEvent>, LogError> {
         read_batch(&self.pool, after, limit).await

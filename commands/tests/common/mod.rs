@@ -2,7 +2,8 @@
 //! and helpers to open a log on a test database and wait for the sequencer.
 #![allow(dead_code)]
 
-pub mod world;
+#[allow(unused_imports)]
+pub use recall_commands::testing as world;
 
 use std::sync::Arc;
 use std::time::Duration;

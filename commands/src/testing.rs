@@ -1,4 +1,4 @@
-//! A small installation for administration tests: the pre-defined roles, a root administrator, two tenants
+//! Test support (feature `test-support`): a small installation for administration tests: the pre-defined roles, a root administrator, two tenants
 //! (A and B) with groups, and in tenant A an administrator, a supervisor managing group A1 and agents in
 //! A1 and A2; in tenant B an administrator and an agent. Everyone signs in for real and acts through a
 //! real session.
@@ -6,14 +6,12 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
+use crate::admin::{Admin, AdminCommand, AdminConfig, Caller, Done, GroupRequest, NewUser, SignInRequest, UserRequest};
+use crate::delivery::{CodeDelivery, Recipient};
+use crate::secrets::{SecretStore, SecretsKey};
+use crate::storage_probe::ConnectionProbe;
+use crate::{EventLog, LogConfig, LogMetrics};
 use futures::future::BoxFuture;
-use recall_commands::admin::{
-    Admin, AdminCommand, AdminConfig, Caller, Done, GroupRequest, NewUser, SignInRequest, UserRequest,
-};
-use recall_commands::delivery::{CodeDelivery, Recipient};
-use recall_commands::secrets::{SecretStore, SecretsKey};
-use recall_commands::storage_probe::ConnectionProbe;
-use recall_commands::EventLog;
 use recall_domain::access::PredefinedRole;
 use recall_domain::tenant::{TenantCommand, TenantSettings};
 use secrecy::{ExposeSecret, SecretString};
@@ -95,7 +93,7 @@ pub async fn admin_on(log: Arc<EventLog>, inbox: Arc<Inbox>) -> Arc<Admin> {
 
 impl World {
     pub async fn build(pool: PgPool) -> Self {
-        let (log, shutdown) = super::running_log(pool).await;
+        let (log, shutdown) = running_log(pool).await;
         let inbox = Arc::new(Inbox::default());
         let admin = admin_on(log.clone(), inbox.clone()).await;
         let root_id = admin.create_root("root", secret(PASSWORD)).await.expect("root is created");
@@ -141,7 +139,7 @@ impl World {
     }
 
     /// Runs `command` as `who`.
-    pub async fn as_(&self, who: &Person, command: AdminCommand) -> Result<Done, recall_commands::admin::AdminError> {
+    pub async fn as_(&self, who: &Person, command: AdminCommand) -> Result<Done, crate::admin::AdminError> {
         self.admin.execute(&who.caller, command).await
     }
 }
@@ -197,4 +195,27 @@ pub async fn sign_in(admin: &Admin, user_id: Uuid, username: &str) -> Person {
     let token = signed_in.token.expose_secret().to_owned();
     let principal = admin.authenticate(&token, None).await.expect("the new session is recognised");
     Person { user_id, username: username.to_owned(), caller: principal.caller, token }
+}
+
+/// Opens the log of a test database as site `test` and starts its sequencer; cancel the token to stop it.
+pub async fn running_log(pool: PgPool) -> (Arc<EventLog>, CancellationToken) {
+    let mut config = LogConfig::new("test", "test-node");
+    config.follow_poll = std::time::Duration::from_millis(100);
+    let log = EventLog::open(pool, config, LogMetrics::unregistered().expect("metrics")).await.expect("the log opens");
+    let shutdown = CancellationToken::new();
+    log.spawn(true, shutdown.clone());
+    (log, shutdown)
+}
+
+/// Waits until nothing appended is left unsequenced.
+pub async fn wait_until_sequenced(log: &EventLog, limit: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let status = log.status().await.expect("status");
+        if status.unsequenced == 0 {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still {} unsequenced", status.unsequenced);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

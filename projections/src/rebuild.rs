@@ -1,0 +1,83 @@
+//! Rebuilding a projection from position 0 into a fresh schema (`rm_<name>_next`) while the live one keeps
+//! serving, then swapping it in: in one transaction that holds the live checkpoint (so the live runner
+//! pauses between batches), the new tables catch up with the last events, the live schema is dropped and
+//! the new one renamed into its place. Readers see the old tables until the commit, the new ones after.
+
+use std::time::Instant;
+
+use recall_commands::EventLog;
+use sqlx::{Connection, PgPool};
+
+use crate::runner::apply;
+use crate::schema::{self, live_schema, lock_key, next_schema};
+use crate::{Projection, ProjectionError};
+
+/// Events applied per transaction while rebuilding.
+const REBUILD_BATCH: u32 = 5_000;
+
+/// Where a rebuild stands.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RebuildProgress {
+    pub projection: &'static str,
+    /// Events applied so far.
+    pub position: u64,
+    /// The log head when the rebuild looked last.
+    pub head: u64,
+    /// Events applied per second so far.
+    pub rate: f64,
+    /// True once the new tables are swapped in.
+    pub done: bool,
+}
+
+/// Rebuilds `projection` from the whole log and swaps it in; returns the position it reflects.
+pub async fn rebuild(
+    pool: &PgPool,
+    log: &EventLog,
+    projection: &dyn Projection,
+    progress: impl Fn(RebuildProgress),
+) -> Result<u64, ProjectionError> {
+    let name = projection.name();
+    let (live, next) = (live_schema(name), next_schema(name));
+    let mut conn = pool.acquire().await?.detach();
+    // One rebuild of a projection at a time (a second one waits for the first).
+    sqlx::query("SELECT pg_advisory_lock($1)").bind(lock_key(name) ^ 1).execute(&mut conn).await?;
+    schema::create(&mut conn, projection, &next).await?;
+    let started = Instant::now();
+    let report = |position: u64, done: bool| {
+        let head = log.head().max(position);
+        let rate = position as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        progress(RebuildProgress { projection: name, position, head, rate, done });
+    };
+    let mut position = 0;
+    loop {
+        let batch = log.read_batch(position, REBUILD_BATCH).await?;
+        if batch.is_empty() {
+            break;
+        }
+        position = apply(&mut conn, projection, &next, position, &batch).await?;
+        report(position, false);
+    }
+
+    let mut tx = Connection::begin(&mut conn).await?;
+    let live_exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+        .bind(&live)
+        .fetch_one(&mut *tx)
+        .await?;
+    if live_exists {
+        sqlx::query(&format!("LOCK TABLE {live}.checkpoint IN ACCESS EXCLUSIVE MODE")).execute(&mut *tx).await?;
+    }
+    // What was appended while the rebuild ran, applied under the lock.
+    loop {
+        let batch = log.read_batch(position, REBUILD_BATCH).await?;
+        let Some(last) = batch.last() else { break };
+        projection.apply(&mut tx, &next, &batch).await?;
+        schema::advance(&mut tx, &next, position, last.position).await?;
+        position = last.position;
+    }
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS {live} CASCADE")).execute(&mut *tx).await?;
+    sqlx::query(&format!("ALTER SCHEMA {next} RENAME TO {live}")).execute(&mut *tx).await?;
+    tx.commit().await?;
+    report(position, true);
+    let _ = conn.close().await;
+    Ok(position)
+}
