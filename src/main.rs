@@ -81,6 +81,15 @@ enum Command {
         #[command(flatten)]
         database: Database,
     },
+    /// Rebuild projections (the read model) from the whole log into fresh tables and swap them in; the old
+    /// ones keep serving meanwhile. Safe beside a running `recall serve`.
+    Replay {
+        #[command(flatten)]
+        database: Database,
+        /// Only this projection (directory, calls or audit); all of them without it.
+        #[arg(long)]
+        projection: Option<String>,
+    },
     /// Administration from the command line.
     Admin {
         #[command(subcommand)]
@@ -156,6 +165,13 @@ async fn run(command: Command) -> Result<()> {
             stop_embedded(embedded).await;
             result
         }
+        Command::Replay { database, projection } => {
+            let (pool, embedded) = connect_for_command(&database).await?;
+            let result = replay(pool.clone(), projection).await;
+            pool.close().await;
+            stop_embedded(embedded).await;
+            result
+        }
         Command::Admin { command: AdminCli::CreateRoot { database, username, password_stdin, site } } => {
             if !password_stdin {
                 anyhow::bail!("give the password on standard input with --password-stdin (never as an argument)");
@@ -170,6 +186,58 @@ async fn run(command: Command) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `recall replay`: rebuilds the chosen projections, one after another, printing progress.
+async fn replay(pool: PgPool, only: Option<String>) -> Result<()> {
+    migrate(&pool).await?;
+    let projections: Vec<_> =
+        recall_projections::all().into_iter().filter(|p| only.as_deref().is_none_or(|name| p.name() == name)).collect();
+    if projections.is_empty() {
+        let names: Vec<&str> = recall_projections::all().iter().map(|p| p.name()).collect();
+        anyhow::bail!("no projection is called {:?}; there are {}", only.unwrap_or_default(), names.join(", "));
+    }
+    let site = EventLog::database_site(&pool).await.context("cannot read the site")?.unwrap_or_else(|| "local".to_owned());
+    let log = EventLog::open(pool.clone(), LogConfig::new(site, format!("replay-{}", host_name())), LogMetrics::unregistered()?)
+        .await
+        .context("cannot open the event log")?;
+    let shutdown = CancellationToken::new();
+    let tasks = log.spawn(false, shutdown.clone());
+    let mut result = Ok(());
+    for projection in projections {
+        let last = std::sync::Mutex::new(std::time::Instant::now() - Duration::from_secs(10));
+        let started = std::time::Instant::now();
+        let rebuilt = recall_projections::rebuild(&pool, &log, projection.as_ref(), |p| {
+            let mut last = last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if p.done || last.elapsed() >= Duration::from_secs(1) {
+                *last = std::time::Instant::now();
+                let percent = if p.head == 0 { 100.0 } else { p.position as f64 * 100.0 / p.head as f64 };
+                eprintln!(
+                    "{}: {} of {} events ({percent:.1} %), {:.0} events/s{}",
+                    p.projection,
+                    p.position,
+                    p.head,
+                    p.rate,
+                    if p.done { ", swapped in" } else { "" }
+                );
+            }
+        })
+        .await;
+        match rebuilt {
+            Ok(position) => {
+                println!("rebuilt {} up to position {position} in {:.1} s", projection.name(), started.elapsed().as_secs_f64())
+            }
+            Err(e) => {
+                result = Err(anyhow::Error::from(e).context(format!("cannot rebuild {}", projection.name())));
+                break;
+            }
+        }
+    }
+    shutdown.cancel();
+    for task in tasks {
+        let _ = task.await;
+    }
+    result
 }
 
 /// One line of standard input, without its line ending; typed without echo when it is a terminal.
@@ -357,6 +425,10 @@ async fn serve_on(
         %address, site, node, embedded, data_dir = %data_dir.display(),
         "recall is listening on http://{address}/graphql"
     );
+    let projection_metrics = recall_projections::ProjectionMetrics::register(&registry).context("cannot register metrics")?;
+    let projector = recall_projections::Projector::new(log.clone(), recall_projections::all(), projection_metrics);
+    let mut tasks = tasks;
+    tasks.extend(projector.spawn(shutdown.clone()));
     let app = recall_graphql::router(recall_graphql::ApiState { log: log.clone(), registry, version: VERSION });
     let served = axum::serve(listener, app).with_graceful_shutdown(stop_signal()).await;
 
