@@ -75,6 +75,8 @@ enum Command {
         /// This process's name within the site (default: the host name).
         #[arg(long)]
         node: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Apply the database migrations and exit.
     Migrate {
@@ -95,6 +97,16 @@ enum Command {
         #[command(subcommand)]
         command: AdminCli,
     },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct ApiArgs {
+    /// Refuse GraphQL introspection (the explorer then cannot show the schema).
+    #[arg(long)]
+    no_introspection: bool,
+    /// Mark the session cookie Secure: recall is reached over HTTPS (directly or through a proxy).
+    #[arg(long)]
+    secure_cookies: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -157,7 +169,7 @@ fn init_tracing(format: LogFormat) {
 
 async fn run(command: Command) -> Result<()> {
     match command {
-        Command::Serve { database, http, site, node } => serve(database, http, site, node).await,
+        Command::Serve { database, http, site, node, api } => serve(database, http, site, node, api).await,
         Command::Migrate { database } => {
             let (pool, embedded) = connect(&database).await?;
             let result = migrate(&pool).await;
@@ -197,10 +209,15 @@ async fn replay(pool: PgPool, only: Option<String>) -> Result<()> {
         let names: Vec<&str> = recall_projections::all().iter().map(|p| p.name()).collect();
         anyhow::bail!("no projection is called {:?}; there are {}", only.unwrap_or_default(), names.join(", "));
     }
-    let site = EventLog::database_site(&pool).await.context("cannot read the site")?.unwrap_or_else(|| "local".to_owned());
-    let log = EventLog::open(pool.clone(), LogConfig::new(site, format!("replay-{}", host_name())), LogMetrics::unregistered()?)
-        .await
-        .context("cannot open the event log")?;
+    let site =
+        EventLog::database_site(&pool).await.context("cannot read the site")?.unwrap_or_else(|| "local".to_owned());
+    let log = EventLog::open(
+        pool.clone(),
+        LogConfig::new(site, format!("replay-{}", host_name())),
+        LogMetrics::unregistered()?,
+    )
+    .await
+    .context("cannot open the event log")?;
     let shutdown = CancellationToken::new();
     let tasks = log.spawn(false, shutdown.clone());
     let mut result = Ok(());
@@ -225,7 +242,11 @@ async fn replay(pool: PgPool, only: Option<String>) -> Result<()> {
         .await;
         match rebuilt {
             Ok(position) => {
-                println!("rebuilt {} up to position {position} in {:.1} s", projection.name(), started.elapsed().as_secs_f64())
+                println!(
+                    "rebuilt {} up to position {position} in {:.1} s",
+                    projection.name(),
+                    started.elapsed().as_secs_f64()
+                )
             }
             Err(e) => {
                 result = Err(anyhow::Error::from(e).context(format!("cannot rebuild {}", projection.name())));
@@ -365,10 +386,10 @@ fn host_name() -> String {
         .unwrap_or_else(|| "node".to_owned())
 }
 
-async fn serve(database: Database, http: SocketAddr, site: String, node: Option<String>) -> Result<()> {
+async fn serve(database: Database, http: SocketAddr, site: String, node: Option<String>, api: ApiArgs) -> Result<()> {
     let node = node.unwrap_or_else(host_name);
     let (pool, embedded) = connect(&database).await?;
-    let result = serve_on(pool.clone(), http, site, node, &database, embedded.is_some()).await;
+    let result = serve_on(pool.clone(), http, site, node, &database, embedded.is_some(), api).await;
     pool.close().await;
     stop_embedded(embedded).await;
     result
@@ -381,6 +402,7 @@ async fn serve_on(
     node: String,
     database: &Database,
     embedded: bool,
+    api: ApiArgs,
 ) -> Result<()> {
     let data_dir = database.data_dir.as_path();
     migrate(&pool).await?;
@@ -425,12 +447,27 @@ async fn serve_on(
         %address, site, node, embedded, data_dir = %data_dir.display(),
         "recall is listening on http://{address}/graphql"
     );
-    let projection_metrics = recall_projections::ProjectionMetrics::register(&registry).context("cannot register metrics")?;
+    let projection_metrics =
+        recall_projections::ProjectionMetrics::register(&registry).context("cannot register metrics")?;
     let projector = recall_projections::Projector::new(log.clone(), recall_projections::all(), projection_metrics);
     let mut tasks = tasks;
     tasks.extend(projector.spawn(shutdown.clone()));
-    let app = recall_graphql::router(recall_graphql::ApiState { log: log.clone(), registry, version: VERSION });
-    let served = axum::serve(listener, app).with_graceful_shutdown(stop_signal()).await;
+    let options = recall_graphql::ApiOptions {
+        introspection: !api.no_introspection,
+        secure_cookies: api.secure_cookies,
+        ..recall_graphql::ApiOptions::default()
+    };
+    let app = recall_graphql::router(recall_graphql::ApiState {
+        log: log.clone(),
+        admin: Arc::new(admin),
+        projector,
+        registry,
+        version: VERSION,
+        options,
+    });
+    let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(stop_signal())
+        .await;
 
     tracing::info!("shutting down");
     let stopped = sites.execute(&site, SiteCommand::RecordNodeStop { node: node.clone() }, meta()).await;

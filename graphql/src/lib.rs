@@ -1,60 +1,122 @@
 //! recall's HTTP edge: the GraphQL API at `/graphql` (async-graphql on axum) and Prometheus metrics at
-//! `/metrics`. Reads come from the log and, later, projections; it never writes to the database itself
-//! and never sends internals (SQL, stack traces) to a client.
+//! `/metrics`. Reads come from projections, writes go to the administration service; it never writes to
+//! the database itself and never sends internals (SQL, stack traces) to a client.
 
+pub mod auth;
+pub mod error;
+mod mutation;
+pub mod page;
+pub mod query;
+pub mod scope;
+pub mod types;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use async_graphql::{Context, EmptyMutation, EmptySubscription, Object, Schema, SimpleObject};
-use async_graphql_axum::GraphQL;
+use async_graphql::{Context, EmptySubscription, MergedObject, Object, Schema, SimpleObject};
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::{get, post_service};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::Router;
+use recall_commands::admin::Admin;
 use recall_commands::EventLog;
+use recall_projections::Projector;
+use serde::Serialize;
+
+pub use mutation::Mutation;
+
+/// How the API behaves.
+#[derive(Debug, Clone)]
+pub struct ApiOptions {
+    /// Whether the schema can be introspected (the explorer needs it).
+    pub introspection: bool,
+    /// Mark the session cookie `Secure` (when recall is served over HTTPS, directly or behind a proxy).
+    pub secure_cookies: bool,
+    /// How long a mutation waits for the projections to show its effect.
+    pub read_your_writes: Duration,
+}
+
+impl Default for ApiOptions {
+    fn default() -> Self {
+        Self { introspection: true, secure_cookies: false, read_your_writes: Duration::from_secs(5) }
+    }
+}
 
 /// What the API needs from the running process.
 #[derive(Debug, Clone)]
 pub struct ApiState {
     pub log: Arc<EventLog>,
+    pub admin: Arc<Admin>,
+    pub projector: Arc<Projector>,
     pub registry: prometheus::Registry,
     pub version: &'static str,
+    pub options: ApiOptions,
 }
 
-pub type RecallSchema = Schema<Query, EmptyMutation, EmptySubscription>;
+#[derive(MergedObject, Default, Debug)]
+pub struct Query(HealthQuery, query::directory::DirectoryQuery, query::calls::CallsQuery, query::audit::AuditQuery);
 
-/// Query depth and complexity limits: a hostile query is refused before it runs.
+pub type RecallSchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// Query depth, complexity and size limits: a hostile query is refused before it runs.
 const MAX_DEPTH: usize = 16;
 const MAX_COMPLEXITY: usize = 2_000;
+const MAX_BODY_BYTES: usize = 1 << 20;
 
 pub fn schema(state: ApiState) -> RecallSchema {
-    Schema::build(Query, EmptyMutation, EmptySubscription)
+    let introspection = state.options.introspection;
+    let builder = Schema::build(Query::default(), Mutation::default(), EmptySubscription)
         .data(state)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
-        .finish()
+        .limit_recursive_depth(32)
+        .limit_directives(16);
+    if introspection {
+        builder.finish()
+    } else {
+        builder.disable_introspection().finish()
+    }
+}
+
+#[derive(Clone)]
+struct App {
+    schema: RecallSchema,
+    state: ApiState,
 }
 
 /// The HTTP routes: `POST /graphql`, `GET /metrics`.
 pub fn router(state: ApiState) -> Router {
-    let registry = state.registry.clone();
-    let log = state.log.clone();
-    Router::new().route("/graphql", post_service(GraphQL::new(schema(state)))).route(
-        "/metrics",
-        get(move || {
-            let registry = registry.clone();
-            let log = log.clone();
-            async move { metrics(&registry, &log).await }
-        }),
-    )
+    let app = App { schema: schema(state.clone()), state };
+    Router::new()
+        .route("/graphql", post(graphql))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(app)
 }
 
-async fn metrics(registry: &prometheus::Registry, log: &EventLog) -> impl IntoResponse {
+async fn graphql(State(app): State<App>, request: Request) -> Response {
+    let source = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+    let token = auth::token_from(request.headers());
+    let device = auth::device_from(request.headers());
+    let gql = match GraphQLRequest::<async_graphql_axum::rejection::GraphQLRejection>::from_request(request, &()).await
+    {
+        Ok(gql) => gql.into_inner(),
+        Err(rejection) => return rejection.into_response(),
+    };
+    let request_auth = auth::authenticate(&app.state.admin, token, source, device).await;
+    GraphQLResponse::from(app.schema.execute(gql.data(request_auth)).await).into_response()
+}
+
+async fn metrics(State(app): State<App>) -> Response {
     // Refresh the gauges that are read from the database rather than counted.
-    if let Err(e) = log.status().await {
+    if let Err(e) = app.state.log.status().await {
         tracing::warn!(error = %e, "could not read the log status for /metrics");
     }
     let mut body = String::new();
-    match prometheus::TextEncoder::new().encode_utf8(&registry.gather(), &mut body) {
+    match prometheus::TextEncoder::new().encode_utf8(&app.state.registry.gather(), &mut body) {
         Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "could not encode metrics");
@@ -63,13 +125,35 @@ async fn metrics(registry: &prometheus::Registry, log: &EventLog) -> impl IntoRe
     }
 }
 
-#[derive(Debug)]
-pub struct Query;
+/// A serde enum's stored name (`on_demand`, …).
+pub(crate) fn text_of<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(text)) => text,
+        _ => String::new(),
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct HealthQuery;
+
+/// A projection of the log and how far it is.
+#[derive(Debug, SimpleObject)]
+pub struct ProjectionHealth {
+    pub name: String,
+    /// The log position its tables reflect.
+    pub position: u64,
+    /// Whether this process runs it (another one may).
+    pub leading: bool,
+    /// The position of the event it is stopped at, if it cannot apply one.
+    pub failed_at: Option<u64>,
+    /// Why it cannot apply that event.
+    pub error: Option<String>,
+}
 
 /// How this recall process and its event log are doing.
 #[derive(Debug, SimpleObject)]
 pub struct Health {
-    /// True when the database answers.
+    /// True when the database answers and no projection is stopped.
     pub ok: bool,
     /// The site this process belongs to.
     pub site: String,
@@ -81,30 +165,46 @@ pub struct Health {
     pub log_head_hash: String,
     /// Events appended but not sequenced yet (the head lag).
     pub unsequenced_events: u64,
-    /// Why the database did not answer, when it did not.
+    pub projections: Vec<ProjectionHealth>,
+    /// What is wrong, when something is.
     pub problem: Option<String>,
 }
 
 #[Object]
-impl Query {
+impl HealthQuery {
     /// recall's version.
     async fn version(&self, ctx: &Context<'_>) -> &'static str {
         ctx.data_unchecked::<ApiState>().version
     }
 
-    /// The state of this process and its event log.
+    /// The state of this process, its event log and its projections.
     async fn health(&self, ctx: &Context<'_>) -> Health {
         let state = ctx.data_unchecked::<ApiState>();
         let config = state.log.config();
+        let projections: Vec<ProjectionHealth> = state
+            .projector
+            .status()
+            .into_iter()
+            .map(|p| ProjectionHealth {
+                name: p.name.to_owned(),
+                position: p.position,
+                leading: p.leading,
+                failed_at: p.failure.as_ref().map(|(at, _)| *at),
+                error: p.failure.map(|(_, e)| e),
+            })
+            .collect();
+        let stopped =
+            projections.iter().find(|p| p.failed_at.is_some()).map(|p| format!("projection {} is stopped", p.name));
         match state.log.status().await {
             Ok(status) => Health {
-                ok: true,
+                ok: stopped.is_none(),
                 site: config.site.clone(),
                 node: config.node.clone(),
                 log_head: status.head_position,
                 log_head_hash: hex::encode(status.head_hash),
                 unsequenced_events: status.unsequenced,
-                problem: None,
+                projections,
+                problem: stopped,
             },
             Err(e) => {
                 tracing::warn!(error = %e, "health check could not read the log");
@@ -115,6 +215,7 @@ impl Query {
                     log_head: state.log.head(),
                     log_head_hash: String::new(),
                     unsequenced_events: 0,
+                    projections,
                     problem: Some("the database does not answer".to_owned()),
                 }
             }

@@ -20,7 +20,19 @@ async fn app(pool: PgPool) -> (axum::Router, std::sync::Arc<EventLog>, Cancellat
     let log = EventLog::open(pool, LogConfig::new("api-test", "node-a"), metrics).await.expect("log");
     let shutdown = CancellationToken::new();
     log.spawn(true, shutdown.clone());
-    let state = ApiState { log: log.clone(), registry, version: "9.9.9" };
+    let admin = recall_commands::testing::admin_on(
+        log.clone(),
+        std::sync::Arc::new(recall_commands::testing::Inbox::default()),
+    )
+    .await;
+    let projector = recall_projections::Projector::new(
+        log.clone(),
+        recall_projections::all(),
+        recall_projections::ProjectionMetrics::register(&registry).expect("metrics"),
+    );
+    projector.spawn(shutdown.clone());
+    let state =
+        ApiState { log: log.clone(), admin, projector, registry, version: "9.9.9", options: Default::default() };
     (router(state), log, shutdown)
 }
 

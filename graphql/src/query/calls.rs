@@ -1,0 +1,213 @@
+//! The calls query: recorded calls the viewer may see (all service-wide, the tenant's, those of users in
+//! managed groups, or one's own), filtered by time, user, group, extension, direction, duration, custom
+//! fields and free text; "not assigned to users" for those whose scope reaches the whole tenant.
+
+use async_graphql::connection::Connection;
+use async_graphql::{Context, InputObject, Json, Object};
+use chrono::{DateTime, Utc};
+use recall_domain::access::Scope;
+use serde_json::Value;
+use sqlx::{PgPool, QueryBuilder};
+use uuid::Uuid;
+
+use super::directory::{user_by_id, User, DIRECTORY};
+use crate::auth::viewer;
+use crate::error::ApiError;
+use crate::page::{connection, Page};
+use crate::scope;
+use crate::types::{gql, CallDirectionGql};
+use crate::ApiState;
+
+pub(crate) const CALLS: &str = "rm_calls";
+
+fn pool<'a>(ctx: &'a Context<'_>) -> &'a PgPool {
+    ctx.data_unchecked::<ApiState>().admin.log().pool()
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Call {
+    call_id: Uuid,
+    tenant_id: Uuid,
+    sip_call_id: String,
+    direction: String,
+    participants: Value,
+    extension: Option<String>,
+    user_id: Option<Uuid>,
+    site: String,
+    recorder_node: String,
+    started_at: DateTime<Utc>,
+    ended_at: Option<DateTime<Utc>>,
+    duration_ms: Option<i64>,
+    custom: Value,
+}
+
+/// A recorded call.
+#[Object]
+impl Call {
+    async fn id(&self) -> Uuid {
+        self.call_id
+    }
+    async fn tenant_id(&self) -> Uuid {
+        self.tenant_id
+    }
+    async fn sip_call_id(&self) -> &str {
+        &self.sip_call_id
+    }
+    async fn direction(&self) -> Option<CallDirectionGql> {
+        gql::<recall_domain::call::CallDirection, _>(&self.direction)
+    }
+    /// The parties, each with a name (if known) and an address of record.
+    async fn participants(&self) -> Json<Value> {
+        Json(self.participants.clone())
+    }
+    async fn extension(&self) -> Option<&str> {
+        self.extension.as_deref()
+    }
+    /// The user the call is assigned to; null for a call not assigned to users.
+    async fn user(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<User>> {
+        match self.user_id {
+            Some(id) => Ok(user_by_id(ctx, viewer(ctx)?, id).await?),
+            None => Ok(None),
+        }
+    }
+    async fn user_id(&self) -> Option<Uuid> {
+        self.user_id
+    }
+    async fn site(&self) -> &str {
+        &self.site
+    }
+    async fn recorder_node(&self) -> &str {
+        &self.recorder_node
+    }
+    async fn started_at(&self) -> DateTime<Utc> {
+        self.started_at
+    }
+    async fn ended_at(&self) -> Option<DateTime<Utc>> {
+        self.ended_at
+    }
+    async fn duration_ms(&self) -> Option<i64> {
+        self.duration_ms
+    }
+    /// Custom field values by field id.
+    async fn custom_fields(&self) -> Json<Value> {
+        Json(self.custom.clone())
+    }
+}
+
+/// A custom field's value to match.
+#[derive(Debug, InputObject)]
+pub struct CustomFieldValue {
+    pub field_id: Uuid,
+    pub value: String,
+}
+
+/// Which calls to list.
+#[derive(Debug, Default, InputObject)]
+pub struct CallFilter {
+    pub tenant_id: Option<Uuid>,
+    /// Calls that started at or after this time.
+    pub from: Option<DateTime<Utc>>,
+    /// Calls that started before this time.
+    pub to: Option<DateTime<Utc>>,
+    pub user_id: Option<Uuid>,
+    /// Calls of the users in this group.
+    pub group_id: Option<Uuid>,
+    pub extension: Option<String>,
+    pub direction: Option<CallDirectionGql>,
+    pub min_duration_ms: Option<i64>,
+    pub max_duration_ms: Option<i64>,
+    pub custom_fields: Option<Vec<CustomFieldValue>>,
+    /// Words from the parties' names and numbers, the extension or the SIP Call-ID.
+    pub text: Option<String>,
+    /// Only calls not assigned to users (administrators: tenant scope or wider).
+    pub unassigned: Option<bool>,
+}
+
+const CALL_COLUMNS: &str =
+    "c.call_id, c.tenant_id, c.sip_call_id, c.direction, c.participants, c.extension, c.user_id, \
+     c.site, c.recorder_node, c.started_at, c.ended_at, c.duration_ms, c.custom";
+
+#[derive(Debug, Default)]
+pub struct CallsQuery;
+
+#[Object]
+impl CallsQuery {
+    /// Recorded calls the viewer may see, newest first.
+    async fn calls(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<CallFilter>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Connection<String, Call>> {
+        let v = viewer(ctx)?;
+        let page = Page::new(first, after)?;
+        let filter = filter.unwrap_or_default();
+        let mut qb = QueryBuilder::new(format!("SELECT {CALL_COLUMNS} FROM {CALLS}.calls c WHERE true"));
+        scope::calls(&mut qb, v, "c", DIRECTORY)?;
+        if filter.unassigned.unwrap_or(false) {
+            if !matches!(v.scope(), Scope::ServiceWide | Scope::Tenant) {
+                return Err(ApiError::Forbidden("calls not assigned to users are for administrators".to_owned()).into());
+            }
+            qb.push(" AND c.user_id IS NULL");
+        }
+        if let Some(tenant) = filter.tenant_id {
+            qb.push(" AND c.tenant_id = ").push_bind(tenant);
+        }
+        if let Some(from) = filter.from {
+            qb.push(" AND c.started_at >= ").push_bind(from);
+        }
+        if let Some(to) = filter.to {
+            qb.push(" AND c.started_at < ").push_bind(to);
+        }
+        if let Some(user) = filter.user_id {
+            qb.push(" AND c.user_id = ").push_bind(user);
+        }
+        if let Some(group) = filter.group_id {
+            qb.push(format!(" AND c.user_id IN (SELECT g.user_id FROM {DIRECTORY}.users g WHERE g.groups @> ARRAY["))
+                .push_bind(group)
+                .push("]::uuid[])");
+        }
+        if let Some(extension) = filter.extension.filter(|e| !e.trim().is_empty()) {
+            qb.push(" AND c.extension = ").push_bind(extension.trim().to_owned());
+        }
+        if let Some(direction) = filter.direction {
+            let direction: recall_domain::call::CallDirection = direction.into();
+            qb.push(" AND c.direction = ").push_bind(crate::text_of(&direction));
+        }
+        if let Some(min) = filter.min_duration_ms {
+            qb.push(" AND c.duration_ms >= ").push_bind(min);
+        }
+        if let Some(max) = filter.max_duration_ms {
+            qb.push(" AND c.duration_ms <= ").push_bind(max);
+        }
+        for custom in filter.custom_fields.unwrap_or_default() {
+            qb.push(" AND c.custom ->> ").push_bind(custom.field_id.to_string()).push(" = ").push_bind(custom.value);
+        }
+        if let Some(text) = filter.text.filter(|t| !t.trim().is_empty()) {
+            qb.push(" AND c.search @@ plainto_tsquery('simple', ").push_bind(text).push(")");
+        }
+        if let (Some(at), Some(id)) = (page.key(0).and_then(Value::as_str), page.key(1).and_then(Value::as_str)) {
+            let bad = || ApiError::invalid_field("after", "not a cursor this API gave out");
+            let at: DateTime<Utc> = at.parse().map_err(|_| bad())?;
+            let id = Uuid::parse_str(id).map_err(|_| bad())?;
+            qb.push(" AND (c.started_at, c.call_id) < (").push_bind(at).push(", ").push_bind(id).push(")");
+        }
+        qb.push(" ORDER BY c.started_at DESC, c.call_id DESC LIMIT ").push_bind(page.limit());
+        let rows: Vec<Call> = qb.build_query_as().fetch_all(pool(ctx)).await.map_err(ApiError::from)?;
+        Ok(connection(&page, rows, |c| {
+            vec![
+                Value::from(c.started_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+                Value::from(c.call_id.to_string()),
+            ]
+        }))
+    }
+
+    async fn call(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Option<Call>> {
+        let v = viewer(ctx)?;
+        let mut qb = QueryBuilder::new(format!("SELECT {CALL_COLUMNS} FROM {CALLS}.calls c WHERE c.call_id = "));
+        qb.push_bind(id);
+        scope::calls(&mut qb, v, "c", DIRECTORY)?;
+        Ok(qb.build_query_as().fetch_optional(pool(ctx)).await.map_err(ApiError::from)?)
+    }
+}
