@@ -8,14 +8,16 @@ mod mutation;
 pub mod page;
 pub mod query;
 pub mod scope;
+pub mod subscription;
 pub mod types;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::{Context, EmptySubscription, MergedObject, Object, Schema, SimpleObject};
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use async_graphql::{Context, Data, MergedObject, Object, Schema, SimpleObject};
+use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -59,7 +61,7 @@ pub struct ApiState {
 #[derive(MergedObject, Default, Debug)]
 pub struct Query(HealthQuery, query::directory::DirectoryQuery, query::calls::CallsQuery, query::audit::AuditQuery);
 
-pub type RecallSchema = Schema<Query, Mutation, EmptySubscription>;
+pub type RecallSchema = Schema<Query, Mutation, subscription::Subscription>;
 
 /// Query depth, complexity and size limits: a hostile query is refused before it runs.
 const MAX_DEPTH: usize = 16;
@@ -68,7 +70,7 @@ const MAX_BODY_BYTES: usize = 1 << 20;
 
 pub fn schema(state: ApiState) -> RecallSchema {
     let introspection = state.options.introspection;
-    let builder = Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+    let builder = Schema::build(Query::default(), Mutation::default(), subscription::Subscription)
         .data(state)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
@@ -92,6 +94,7 @@ pub fn router(state: ApiState) -> Router {
     let app = App { schema: schema(state.clone()), state };
     Router::new()
         .route("/graphql", post(graphql))
+        .route("/graphql/ws", get(graphql_ws))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(app)
@@ -108,6 +111,43 @@ async fn graphql(State(app): State<App>, request: Request) -> Response {
     };
     let request_auth = auth::authenticate(&app.state.admin, token, source, device).await;
     GraphQLResponse::from(app.schema.execute(gql.data(request_auth)).await).into_response()
+}
+
+/// Subscriptions over WebSocket. The connection is authenticated by the session cookie of the upgrade
+/// request, or by `{"token": "…"}` (or `{"Authorization": "Bearer …"}`) in the `connection_init` payload.
+async fn graphql_ws(
+    State(app): State<App>,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+    request: axum::http::request::Parts,
+) -> Response {
+    let source = request.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+    let cookie_token = auth::token_from(&request.headers);
+    let schema = app.schema.clone();
+    let admin = app.state.admin.clone();
+    upgrade.protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |stream| {
+        GraphQLWebSocket::new(stream, schema, protocol)
+            .on_connection_init(move |payload| async move {
+                let from_payload =
+                    payload.get("token").and_then(serde_json::Value::as_str).map(str::to_owned).or_else(|| {
+                        payload
+                            .get("Authorization")
+                            .and_then(serde_json::Value::as_str)
+                            .and_then(|v| v.strip_prefix("Bearer "))
+                            .map(str::to_owned)
+                    });
+                let token = from_payload.or(cookie_token);
+                let request_auth = auth::authenticate(&admin, token.clone(), source, None).await;
+                if let Err(e) = &request_auth.viewer {
+                    return Err(async_graphql::Error::from(e.clone()));
+                }
+                let mut data = Data::default();
+                data.insert(request_auth);
+                data.insert(subscription::ConnectionToken(token));
+                Ok(data)
+            })
+            .serve()
+    })
 }
 
 async fn metrics(State(app): State<App>) -> Response {

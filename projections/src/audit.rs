@@ -20,8 +20,9 @@ pub fn audited(event: &LoggedEvent) -> bool {
     !(event.event.aggregate_type == "Call" && event.event.actor.starts_with("system:"))
 }
 
-/// Action, target type, target id and outcome of an event as the audit trail shows them.
-fn describe(event: &LoggedEvent, payload: &Value) -> (String, String, String, &'static str) {
+/// Action, target type, target id and outcome of an event as the audit trail shows them (also for live
+/// subscriptions).
+pub fn describe(event: &LoggedEvent, payload: &Value) -> (String, String, String, &'static str) {
     let e = &event.event;
     let own = || (e.event_type.clone(), e.aggregate_type.clone(), e.aggregate_id.clone(), "ok");
     match e.event_type.as_str() {

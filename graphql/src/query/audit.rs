@@ -29,9 +29,9 @@ pub struct AuditEntry {
     event_id: Uuid,
     #[graphql(name = "time")]
     recorded_at: DateTime<Utc>,
-    tenant_id: Option<Uuid>,
+    pub(crate) tenant_id: Option<Uuid>,
     /// `user:<id>`, `token:<id>`, `system:<component>` or `db:<role>`.
-    actor: String,
+    pub(crate) actor: String,
     /// The administrator who acted as `actor`, during an impersonation.
     impersonator: Option<String>,
     session_id: Option<Uuid>,
@@ -46,6 +46,32 @@ pub struct AuditEntry {
     correlation_id: Option<Uuid>,
     #[graphql(skip)]
     payload: Value,
+}
+
+impl AuditEntry {
+    /// The entry an event makes, as the audit projection writes it.
+    pub(crate) fn of(logged: &recall_commands::LoggedEvent) -> Self {
+        let e = &logged.event;
+        let payload: Value = serde_json::from_str(&e.payload).unwrap_or(Value::Null);
+        let (action, target_type, target_id, outcome) = recall_projections::audit::describe(logged, &payload);
+        Self {
+            position: i64::try_from(logged.position).unwrap_or(i64::MAX),
+            event_id: e.event_id,
+            recorded_at: e.recorded_at,
+            tenant_id: e.tenant_id,
+            actor: e.actor.clone(),
+            impersonator: e.impersonator.clone(),
+            session_id: e.session_id,
+            source_address: e.source_addr.clone(),
+            origin_site: e.origin_site.clone(),
+            action,
+            target_type,
+            target_id,
+            outcome: outcome.to_owned(),
+            correlation_id: e.correlation_id,
+            payload,
+        }
+    }
 }
 
 #[ComplexObject]
