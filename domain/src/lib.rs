@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod aggregate;
+pub mod api_token;
 pub mod call;
 pub mod custom_field;
 pub mod device;

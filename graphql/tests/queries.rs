@@ -57,9 +57,13 @@ impl Api {
     }
 
     async fn query(&self, who: &Person, query: &str) -> Value {
+        self.query_with(&who.token, query).await
+    }
+
+    async fn query_with(&self, token: &str, query: &str) -> Value {
         let request = Request::post("/graphql")
             .header("content-type", "application/json")
-            .header("authorization", format!("Bearer {}", who.token))
+            .header("authorization", format!("Bearer {token}"))
             .body(Body::from(json!({ "query": query }).to_string()))
             .expect("request");
         let response = self.app.clone().oneshot(request).await.expect("response");
@@ -296,4 +300,38 @@ async fn live_audit_events_arrive_over_websocket_within_the_subscribers_scope(po
         !refused.is_some_and(|m| m.is_ok_and(|m| m.to_string().contains("connection_ack"))),
         "a forged token is refused"
     );
+}
+
+#[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
+async fn a_program_acts_with_an_api_token_until_it_is_revoked(pool: PgPool) {
+    let api = api(pool).await;
+    let w = &api.world;
+    let issued = api
+        .query(&w.admin_a, "mutation { issueApiToken(name: \"CRM sync\", expiresInDays: 30) { issuedToken visible } }")
+        .await;
+    let token = issued["data"]["issueApiToken"]["issuedToken"].as_str().expect("a token").to_owned();
+    let me = api.query_with(&token, "{ me { id apiTokens { id name revokedAt } } }").await;
+    assert_eq!(me["data"]["me"]["id"], w.admin_a.user_id.to_string(), "{me}");
+    let token_id = me["data"]["me"]["apiTokens"][0]["id"].as_str().expect("listed").to_owned();
+    assert_eq!(me["data"]["me"]["apiTokens"][0]["name"], "CRM sync");
+    let create = format!(
+        "mutation {{ createGroup(tenantId: \"{}\", name: \"Robots\") {{ position group {{ name }} }} }}",
+        w.tenant_a
+    );
+    let created = api.query_with(&token, &create).await;
+    assert_eq!(created["data"]["createGroup"]["group"]["name"], "Robots", "{created}");
+    let audit = api
+        .query(
+            &w.admin_a,
+            "{ auditTrail(filter: { action: \"GroupCreated\" }, first: 1) { edges { node { actor } } } }",
+        )
+        .await;
+    assert_eq!(audit["data"]["auditTrail"]["edges"][0]["node"]["actor"], format!("token:{token_id}"), "{audit}");
+    // Another tenant's administrator cannot revoke it; its owner can.
+    let revoke = format!("mutation {{ revokeApiToken(tokenId: \"{token_id}\") {{ position }} }}");
+    assert_eq!(api.error_code(&w.admin_b, &revoke).await, "FORBIDDEN");
+    let revoked = api.query(&w.admin_a, &revoke).await;
+    assert!(revoked["errors"].is_null(), "{revoked}");
+    let refused = api.query_with(&token, "{ me { id } }").await;
+    assert_eq!(refused["errors"][0]["extensions"]["code"], "UNAUTHENTICATED", "{refused}");
 }

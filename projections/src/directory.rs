@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use recall_commands::LoggedEvent;
+use recall_domain::api_token::ApiTokenEvent;
 use recall_domain::custom_field::CustomFieldEvent;
 use recall_domain::device::DeviceEvent;
 use recall_domain::evaluation_form::EvaluationFormEvent;
@@ -50,7 +51,7 @@ impl Projection for Directory {
     }
 
     fn version(&self) -> i32 {
-        1
+        2
     }
 
     fn create(&self, s: &str) -> Vec<String> {
@@ -129,6 +130,12 @@ impl Projection for Directory {
                     created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL)"
             ),
             format!("CREATE INDEX ON {s}.evaluation_forms (tenant_id)"),
+            format!(
+                "CREATE TABLE {s}.api_tokens (
+                    token_id uuid PRIMARY KEY, user_id uuid NOT NULL, tenant_id uuid, name text NOT NULL,
+                    issued_at timestamptz NOT NULL, expires_at timestamptz, revoked_at timestamptz)"
+            ),
+            format!("CREATE INDEX ON {s}.api_tokens (user_id)"),
         ]
     }
 
@@ -154,6 +161,7 @@ impl Projection for Directory {
                     "EvaluationForm" => {
                         evaluation_form(conn, schema, aggregate_id(event)?, payload(event)?, at).await?
                     }
+                    "ApiToken" => api_token(conn, schema, aggregate_id(event)?, payload(event)?).await?,
                     _ => {}
                 }
             }
@@ -653,6 +661,33 @@ async fn evaluation_form(
         EvaluationFormEvent::FormRestored => set(conn, upd("state = $2"), id, "active", at).await?,
         EvaluationFormEvent::FormPurged => {
             sqlx::query(&format!("DELETE FROM {s}.evaluation_forms WHERE form_id = $1")).bind(id).execute(conn).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn api_token(conn: &mut PgConnection, s: &str, id: Uuid, event: ApiTokenEvent) -> Result<(), ProjectionError> {
+    match event {
+        ApiTokenEvent::ApiTokenIssued { user_id, tenant_id, name, expires_at, at, .. } => {
+            sqlx::query(&format!(
+                "INSERT INTO {s}.api_tokens (token_id, user_id, tenant_id, name, issued_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (token_id) DO NOTHING"
+            ))
+            .bind(id)
+            .bind(user_id)
+            .bind(tenant_id)
+            .bind(name)
+            .bind(at)
+            .bind(expires_at)
+            .execute(conn)
+            .await?;
+        }
+        ApiTokenEvent::ApiTokenRevoked { at } => {
+            sqlx::query(&format!("UPDATE {s}.api_tokens SET revoked_at = $2 WHERE token_id = $1"))
+                .bind(id)
+                .bind(at)
+                .execute(conn)
+                .await?;
         }
     }
     Ok(())

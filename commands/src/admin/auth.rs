@@ -294,10 +294,14 @@ impl Admin {
         }
     }
 
-    /// Recognises a bearer token: a live session on a device that is not revoked, of a user who may sign in.
+    /// Recognises a bearer token: a live session on a device that is not revoked, of a user who may sign in;
+    /// or a valid API token of an active user.
     pub async fn authenticate(&self, token: &str, source: Option<IpAddr>) -> Result<Principal, AuthError> {
         let (session_id, digest) = Token::parse(token).ok_or(AuthError::Invalid)?;
         let session = self.load(&self.sessions, session_id).await?;
+        if !session.exists() {
+            return self.authenticate_api_token(session_id, &digest, source).await;
+        }
         let (Some(user_id), Some(secret), Some(device_id), Some(expires_at)) =
             (session.user_id(), session.token(), session.device_id(), session.expires_at())
         else {
@@ -332,10 +336,48 @@ impl Admin {
                 device_id: Some(device_id),
                 source_addr: source,
                 correlation_id: None,
+                api_token: None,
             },
             signed_in_user: user_id,
             must_change_password: user.must_change_password(),
             expires_at,
+        })
+    }
+
+    async fn authenticate_api_token(
+        &self,
+        token_id: Uuid,
+        digest: &[u8; 32],
+        source: Option<IpAddr>,
+    ) -> Result<Principal, AuthError> {
+        let token = self.load(&self.api_tokens, token_id).await?;
+        let (Some(user_id), Some(secret)) = (token.user_id(), token.secret()) else {
+            return Err(AuthError::Invalid);
+        };
+        let stored = self.secrets.get(secret).await.map_err(AdminError::from)?;
+        if !stored.is_some_and(|stored| credentials::digests_equal(&stored, digest)) {
+            return Err(AuthError::Invalid);
+        }
+        if token.is_revoked() {
+            return Err(AuthError::Ended);
+        }
+        if !token.is_valid(now()) {
+            return Err(AuthError::Expired);
+        }
+        let user = self.load(&self.users, user_id).await?;
+        let tenant_active = match user.tenant_id() {
+            Some(tenant) => self.load(&self.tenants, tenant).await?.is_active(),
+            None => true,
+        };
+        if !user.is_active() || !tenant_active {
+            return Err(AuthError::AccountDisabled);
+        }
+        Ok(Principal {
+            caller: Caller { source_addr: source, api_token: Some(token_id), ..Caller::user(user_id) },
+            signed_in_user: user_id,
+            // A program cannot answer a password prompt; the token acts with the user's rights as they are.
+            must_change_password: false,
+            expires_at: token.expires_at().unwrap_or(chrono::DateTime::<Utc>::MAX_UTC),
         })
     }
 

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use recall_domain::access::{Authority, Denied, Grants, Permission, Resource};
+use recall_domain::api_token::ApiToken;
 use recall_domain::call::Call;
 use recall_domain::custom_field::CustomField;
 use recall_domain::device::Device;
@@ -57,18 +58,28 @@ pub struct Caller {
     pub source_addr: Option<IpAddr>,
     /// Ties the events of one request together; made for the command when absent.
     pub correlation_id: Option<Uuid>,
+    /// The API token the request came with (the actor of its events), when it came with one.
+    pub api_token: Option<Uuid>,
 }
 
 impl Caller {
     /// A user acting without a session (the command line, tests).
     pub fn user(user_id: Uuid) -> Self {
-        Self { user_id, impersonator: None, session_id: None, device_id: None, source_addr: None, correlation_id: None }
+        Self {
+            user_id,
+            impersonator: None,
+            session_id: None,
+            device_id: None,
+            source_addr: None,
+            correlation_id: None,
+            api_token: None,
+        }
     }
 
     fn meta(&self, tenant_id: Option<Uuid>) -> CommandMeta {
         CommandMeta {
             tenant_id,
-            actor: Actor::User(self.user_id),
+            actor: self.api_token.map_or(Actor::User(self.user_id), Actor::ApiToken),
             impersonator: self.impersonator.map(Actor::User),
             session_id: self.session_id,
             device_id: self.device_id,
@@ -205,6 +216,7 @@ pub struct Admin {
     pub(crate) visibility: CommandService<FieldVisibility>,
     pub(crate) forms: CommandService<EvaluationForm>,
     pub(crate) attempts: CommandService<FailedAttempt>,
+    pub(crate) api_tokens: CommandService<ApiToken>,
     pub(crate) index: WriteIndex,
     pub(crate) secrets: SecretStore,
     pub(crate) config: AdminConfig,
@@ -235,6 +247,7 @@ impl Admin {
             visibility: CommandService::with_snapshots(log.clone(), (), 50),
             forms: CommandService::new(log.clone(), ()),
             attempts: CommandService::new(log.clone(), ()),
+            api_tokens: CommandService::new(log.clone(), ()),
             index: WriteIndex::new(log.pool().clone()),
             secrets,
             config,
@@ -296,6 +309,10 @@ impl Admin {
             AdminCommand::CustomField { field_id, command } => self.custom_field(&ctx, field_id, command).await,
             AdminCommand::FieldVisibility { command } => self.field_visibility(&ctx, command).await,
             AdminCommand::EvaluationForm { form_id, request } => self.evaluation_form(&ctx, form_id, request).await,
+            AdminCommand::IssueApiToken { token_id, user_id, name, expires_in_days } => {
+                self.issue_api_token(&ctx, token_id, user_id, name, expires_in_days).await
+            }
+            AdminCommand::RevokeApiToken { token_id } => self.revoke_api_token(&ctx, token_id).await,
         }
     }
 

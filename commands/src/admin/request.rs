@@ -78,6 +78,17 @@ pub enum AdminCommand {
         form_id: Uuid,
         request: EvaluationFormRequest,
     },
+    /// Issues an API token for a program acting as `user_id` (oneself, or a user one configures); the token
+    /// is in the outcome, once.
+    IssueApiToken {
+        token_id: Uuid,
+        user_id: Uuid,
+        name: String,
+        expires_in_days: Option<u32>,
+    },
+    RevokeApiToken {
+        token_id: Uuid,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -316,6 +327,7 @@ impl AdminCommand {
                 format!("FieldVisibility/{tenant_id}")
             }
             Self::EvaluationForm { form_id, .. } => format!("EvaluationForm/{form_id}"),
+            Self::IssueApiToken { token_id, .. } | Self::RevokeApiToken { token_id } => format!("ApiToken/{token_id}"),
         }
     }
 }

@@ -462,3 +462,58 @@ impl Admin {
         }
     }
 }
+
+impl Admin {
+    pub(super) async fn issue_api_token(
+        &self,
+        ctx: &Ctx<'_>,
+        token_id: Uuid,
+        user_id: Uuid,
+        name: String,
+        expires_in_days: Option<u32>,
+    ) -> Result<Done, AdminError> {
+        let user = self.existing_user(user_id).await?;
+        if !ctx.is_self(user_id) {
+            self.reach_user(ctx, Permission::ConfigureUsers, &user).await?;
+        }
+        if ctx.caller.impersonator.is_some() || ctx.caller.api_token.is_some() {
+            return Err(AdminError::Forbidden(
+                "API tokens are issued by a signed-in user acting as themself, not by a token or an impersonation"
+                    .to_owned(),
+            ));
+        }
+        let token = Token::new(token_id);
+        let secret = self
+            .secrets
+            .put(SecretKind::SessionToken, user.tenant_id(), &format!("ApiToken/{token_id}"), &token.digest)
+            .await?;
+        let expires_at = expires_in_days.map(|days| after(std::time::Duration::from_secs(u64::from(days) * 86_400)));
+        let command = recall_domain::api_token::ApiTokenCommand::IssueApiToken {
+            user_id,
+            tenant_id: user.tenant_id(),
+            name,
+            secret,
+            expires_at,
+            at: now(),
+        };
+        match self.run(&self.api_tokens, token_id, command, ctx.meta(user.tenant_id())).await {
+            Ok(receipt) => Ok(Done { receipts: vec![receipt], issued: Some(token.text) }),
+            Err(e) => {
+                self.forget(Some(secret)).await;
+                Err(e)
+            }
+        }
+    }
+
+    pub(super) async fn revoke_api_token(&self, ctx: &Ctx<'_>, token_id: Uuid) -> Result<Done, AdminError> {
+        let token = self.load(&self.api_tokens, token_id).await?;
+        let owner = token.user_id().ok_or(AdminError::NotFound("API token"))?;
+        if !ctx.is_self(owner) {
+            self.reach_user(ctx, Permission::ConfigureUsers, &self.existing_user(owner).await?).await?;
+        }
+        let command = recall_domain::api_token::ApiTokenCommand::RevokeApiToken { at: now() };
+        let receipt = self.run(&self.api_tokens, token_id, command, ctx.meta(token.tenant_id())).await?;
+        self.forget(token.secret()).await;
+        Ok(Done::of(receipt))
+    }
+}

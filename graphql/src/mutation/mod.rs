@@ -32,6 +32,7 @@ pub enum Changed {
     CustomField,
     FieldVisibility,
     EvaluationForm,
+    ApiToken,
 }
 
 /// What a mutation did.

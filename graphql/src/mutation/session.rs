@@ -146,6 +146,26 @@ impl SessionMutation {
         run(ctx, Changed::Session, session, AdminCommand::VerifyImpersonation { code: SecretString::from(code) }).await
     }
 
+    /// Issues an API token for a program that acts as `userId` (default: the viewer) with that user's rights.
+    /// The token is in `issuedToken`, shown this once.
+    async fn issue_api_token(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        user_id: Option<Uuid>,
+        expires_in_days: Option<u32>,
+    ) -> async_graphql::Result<MutationResult> {
+        let me = viewer_even_if_password_must_change(ctx)?.authority.user_id;
+        let user_id = user_id.unwrap_or(me);
+        let command = AdminCommand::IssueApiToken { token_id: Uuid::now_v7(), user_id, name, expires_in_days };
+        run(ctx, Changed::User, user_id, command).await
+    }
+
+    /// Revokes an API token: every request with it is refused from then on.
+    async fn revoke_api_token(&self, ctx: &Context<'_>, token_id: Uuid) -> async_graphql::Result<MutationResult> {
+        run(ctx, Changed::ApiToken, token_id, AdminCommand::RevokeApiToken { token_id }).await
+    }
+
     /// Stops an impersonation (or withdraws one waiting for its code).
     async fn stop_impersonation(&self, ctx: &Context<'_>) -> async_graphql::Result<MutationResult> {
         let session = viewer_even_if_password_must_change(ctx)?.principal.caller.session_id.unwrap_or_default();

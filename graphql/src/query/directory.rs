@@ -216,6 +216,17 @@ pub struct Session {
     impersonating: Option<Uuid>,
 }
 
+/// An API token a program uses (the token itself is shown only when issued).
+#[derive(Debug, Clone, sqlx::FromRow, SimpleObject)]
+pub struct ApiTokenInfo {
+    #[graphql(name = "id")]
+    token_id: Uuid,
+    name: String,
+    issued_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
 #[derive(Debug, Clone, sqlx::FromRow, SimpleObject)]
 pub struct Device {
     #[graphql(name = "id")]
@@ -347,6 +358,20 @@ impl User {
         .map_err(ApiError::from)?;
         Ok(rows)
     }
+    /// The API tokens issued for this user (the user's own, or anyone's the viewer configures).
+    async fn api_tokens(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ApiTokenInfo>> {
+        self.security_visible(viewer_even_if_password_must_change(ctx)?)?;
+        let rows = sqlx::query_as::<_, ApiTokenInfo>(&format!(
+            "SELECT token_id, name, issued_at, expires_at, revoked_at FROM {DIRECTORY}.api_tokens
+              WHERE user_id = $1 ORDER BY issued_at DESC"
+        ))
+        .bind(self.user_id)
+        .fetch_all(pool(ctx))
+        .await
+        .map_err(ApiError::from)?;
+        Ok(rows)
+    }
+
     /// The devices the user signed in from.
     async fn devices(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Device>> {
         self.security_visible(viewer_even_if_password_must_change(ctx)?)?;
