@@ -12,6 +12,8 @@ use axum::routing::{get, post_service};
 use axum::Router;
 use recall_commands::EventLog;
 
+pub mod explorer;
+
 /// What the API needs from the running process.
 #[derive(Debug, Clone)]
 pub struct ApiState {
@@ -34,11 +36,11 @@ pub fn schema(state: ApiState) -> RecallSchema {
         .finish()
 }
 
-/// The HTTP routes: `POST /graphql`, `GET /metrics`.
+/// The HTTP routes: `POST /graphql`, the explorer (`GET /graphql`, `GET /graphql/assets/{file}`), `GET /metrics`.
 pub fn router(state: ApiState) -> Router {
     let registry = state.registry.clone();
     let log = state.log.clone();
-    Router::new().route("/graphql", post_service(GraphQL::new(schema(state)))).route(
+    Router::new().route("/graphql", post_service(GraphQL::new(schema(state)))).merge(explorer::routes()).route(
         "/metrics",
         get(move || {
             let registry = registry.clone();
