@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod explorer;
 mod mutation;
 pub mod page;
 pub mod query;
@@ -89,7 +90,7 @@ struct App {
     state: ApiState,
 }
 
-/// The HTTP routes: `POST /graphql`, `GET /metrics`.
+/// The HTTP routes: `POST /graphql`, the explorer (`GET /graphql`, `GET /graphql/assets/{file}`), `GET /metrics`.
 pub fn router(state: ApiState) -> Router {
     let app = App { schema: schema(state.clone()), state };
     Router::new()
@@ -98,6 +99,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(app)
+        .merge(explorer::routes())
 }
 
 async fn graphql(State(app): State<App>, request: Request) -> Response {

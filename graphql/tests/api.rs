@@ -1,38 +1,24 @@
 //! The HTTP edge against a real Postgres: version and health over POST /graphql, metrics, hostile queries.
 
+mod common;
+
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use recall_commands::{CommandService, EventLog, LogConfig, LogMetrics};
+use recall_commands::{CommandService, EventLog};
 use recall_domain::site::{Site, SiteCommand};
 use recall_domain::CommandMeta;
-use recall_graphql::{router, ApiState};
+use recall_graphql::router;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 async fn app(pool: PgPool) -> (axum::Router, std::sync::Arc<EventLog>, CancellationToken) {
-    let registry = prometheus::Registry::new();
-    let metrics = LogMetrics::register(&registry).expect("metrics");
-    let log = EventLog::open(pool, LogConfig::new("api-test", "node-a"), metrics).await.expect("log");
-    let shutdown = CancellationToken::new();
-    log.spawn(true, shutdown.clone());
-    let admin = recall_commands::testing::admin_on(
-        log.clone(),
-        std::sync::Arc::new(recall_commands::testing::Inbox::default()),
-    )
-    .await;
-    let projector = recall_projections::Projector::new(
-        log.clone(),
-        recall_projections::all(),
-        recall_projections::ProjectionMetrics::register(&registry).expect("metrics"),
-    );
-    projector.spawn(shutdown.clone());
-    let state =
-        ApiState { log: log.clone(), admin, projector, registry, version: "9.9.9", options: Default::default() };
+    let (state, shutdown) = common::state(pool, "api-test", "9.9.9").await;
+    let log = state.log.clone();
     (router(state), log, shutdown)
 }
 

@@ -239,6 +239,8 @@ async fn send(ws: &mut (impl SinkExt<tokio_tungstenite::tungstenite::Message> + 
 #[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
 async fn live_audit_events_arrive_over_websocket_within_the_subscribers_scope(pool: PgPool) {
     let api = Arc::new(api(pool).await);
+    // Live means from the log head on: the set-up's events must be sequenced before the subscription starts.
+    api.caught_up().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
     let app = api.app.clone();
