@@ -106,6 +106,16 @@ async fn graphql(State(app): State<App>, request: Request) -> Response {
     let source = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
     let token = auth::token_from(request.headers());
     let device = auth::device_from(request.headers());
+    // The size limit holds whatever the body extractor does.
+    let (parts, body) = request.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            let message = format!("the request body is over {MAX_BODY_BYTES} bytes");
+            return (StatusCode::PAYLOAD_TOO_LARGE, message).into_response();
+        }
+    };
+    let request = Request::from_parts(parts, axum::body::Body::from(bytes));
     let gql = match GraphQLRequest::<async_graphql_axum::rejection::GraphQLRejection>::from_request(request, &()).await
     {
         Ok(gql) => gql.into_inner(),

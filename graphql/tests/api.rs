@@ -84,5 +84,20 @@ async fn malformed_and_hostile_queries_get_clear_errors(pool: PgPool) {
     let (_, body) = graphql(&app, json!({"query": deep}).to_string()).await;
     let message = body["errors"][0]["message"].as_str().unwrap_or_default();
     assert!(message.to_lowercase().contains("nested too deep"), "{body}");
+
+    // A query wide enough to be expensive is refused by the complexity limit.
+    let wide: String = (0..3000).map(|i| format!("a{i}: version ")).collect();
+    let (_, body) = graphql(&app, json!({"query": format!("{{ {wide} }}")}).to_string()).await;
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.to_lowercase().contains("complex"), "{body}");
+
+    // A body over the size limit is refused before it is parsed.
+    let huge = json!({"query": format!("{{ version }} #{}", "x".repeat(2 << 20))}).to_string();
+    let (status, _) = graphql(&app, huge).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+
+    // Without a session, data is refused with a code the client can act on, and nothing internal is said.
+    let (_, body) = graphql(&app, json!({"query": "{ users { edges { node { id } } } }"}).to_string()).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED", "{body}");
     shutdown.cancel();
 }
