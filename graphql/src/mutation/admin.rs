@@ -1,17 +1,21 @@
-//! One mutation per administrative command. Inputs name what the caller knows; ids of new things may be
-//! given (so a retried request cannot create twice) or are made here. Enum inputs are the domain's enums.
+//! Mutations of the service's structure: tenants, roles and groups, one per administrative command. Inputs
+//! name what the caller knows; ids of new things may be given (so a retried request cannot create twice) or
+//! are made here. Enum inputs are the domain's enums. Users are in `users.rs`, configuration in `config.rs`.
 
 use async_graphql::{Context, InputObject, Object};
-use recall_commands::admin::{AdminCommand, GroupRequest};
+use recall_commands::admin::{AdminCommand, GroupRequest, RoleRequest};
+use recall_domain::access::Grants;
 use recall_domain::recording_policy::{DefaultRecordingRule, RetentionPolicy};
 use recall_domain::tenant::{TenantCommand, TenantSettings};
 use uuid::Uuid;
 
-use super::{run, Changed, MutationResult};
-use crate::types::{AudioFormatGql, RecordDirectionGql, RecordModeGql, StorageOptionGql, UnassignedCallRuleGql};
+use super::{new_id, run, Changed, MutationResult};
+use crate::types::{
+    AudioFormatGql, PermissionGql, RecordDirectionGql, RecordModeGql, ScopeGql, StorageOptionGql, UnassignedCallRuleGql,
+};
 
-fn new_id(id: Option<Uuid>) -> Uuid {
-    id.unwrap_or_else(Uuid::now_v7)
+fn grants(scope: ScopeGql, permissions: Vec<PermissionGql>) -> Grants {
+    Grants::new(scope.into(), permissions.into_iter().map(Into::into))
 }
 
 /// A tenant's default recording rule.
@@ -51,6 +55,7 @@ pub struct AdminMutation;
 
 #[Object]
 impl AdminMutation {
+    /// Creates a tenant (a customer organisation); what is left out takes the defaults.
     async fn create_tenant(
         &self,
         ctx: &Context<'_>,
@@ -77,6 +82,7 @@ impl AdminMutation {
         run(ctx, Changed::Tenant, tenant_id, command).await
     }
 
+    /// Renames a tenant.
     async fn rename_tenant(
         &self,
         ctx: &Context<'_>,
@@ -87,6 +93,7 @@ impl AdminMutation {
         run(ctx, Changed::Tenant, tenant_id, command).await
     }
 
+    /// Sets a tenant's time zone (an IANA name such as Europe/Berlin).
     async fn set_tenant_timezone(
         &self,
         ctx: &Context<'_>,
@@ -97,6 +104,7 @@ impl AdminMutation {
         run(ctx, Changed::Tenant, tenant_id, command).await
     }
 
+    /// Sets which calls of a tenant are recorded when a user's own setting says "tenant default".
     async fn set_default_recording_rule(
         &self,
         ctx: &Context<'_>,
@@ -108,6 +116,7 @@ impl AdminMutation {
         run(ctx, Changed::Tenant, tenant_id, command).await
     }
 
+    /// Sets how a tenant's recordings are stored, as purchased.
     async fn set_storage_option(
         &self,
         ctx: &Context<'_>,
@@ -119,6 +128,7 @@ impl AdminMutation {
         run(ctx, Changed::Tenant, tenant_id, command).await
     }
 
+    /// Switches the encryption of a tenant's new recording files on or off.
     async fn set_file_encryption(
         &self,
         ctx: &Context<'_>,
@@ -129,6 +139,7 @@ impl AdminMutation {
         run(ctx, Changed::Tenant, tenant_id, command).await
     }
 
+    /// Sets the file format of a tenant's new recordings.
     async fn set_audio_format(
         &self,
         ctx: &Context<'_>,
@@ -153,6 +164,7 @@ impl AdminMutation {
         run(ctx, Changed::Tenant, tenant_id, command).await
     }
 
+    /// Sets whether impersonating a tenant's users needs a verification code first.
     async fn set_impersonation_verification(
         &self,
         ctx: &Context<'_>,
@@ -164,6 +176,7 @@ impl AdminMutation {
         run(ctx, Changed::Tenant, tenant_id, command).await
     }
 
+    /// Deactivates a tenant: its users cannot sign in and its calls are not recorded; nothing is deleted.
     async fn deactivate_tenant(&self, ctx: &Context<'_>, tenant_id: Uuid) -> async_graphql::Result<MutationResult> {
         run(
             ctx,
@@ -174,6 +187,7 @@ impl AdminMutation {
         .await
     }
 
+    /// Reactivates a deactivated tenant.
     async fn reactivate_tenant(&self, ctx: &Context<'_>, tenant_id: Uuid) -> async_graphql::Result<MutationResult> {
         run(
             ctx,
@@ -184,6 +198,48 @@ impl AdminMutation {
         .await
     }
 
+    /// Defines a role: a name, how far it reaches and what it permits (no more than the caller's own role).
+    async fn define_role(
+        &self,
+        ctx: &Context<'_>,
+        id: Option<Uuid>,
+        name: String,
+        scope: ScopeGql,
+        permissions: Vec<PermissionGql>,
+    ) -> async_graphql::Result<MutationResult> {
+        let role_id = new_id(id);
+        let request = RoleRequest::Define { name, grants: grants(scope, permissions) };
+        run(ctx, Changed::Role, role_id, AdminCommand::Role { role_id, request }).await
+    }
+
+    /// Renames a role.
+    async fn rename_role(
+        &self,
+        ctx: &Context<'_>,
+        role_id: Uuid,
+        name: String,
+    ) -> async_graphql::Result<MutationResult> {
+        run(ctx, Changed::Role, role_id, AdminCommand::Role { role_id, request: RoleRequest::Rename { name } }).await
+    }
+
+    /// Replaces a role's scope and permissions; its holders have the new rights from their next request.
+    async fn change_role_grants(
+        &self,
+        ctx: &Context<'_>,
+        role_id: Uuid,
+        scope: ScopeGql,
+        permissions: Vec<PermissionGql>,
+    ) -> async_graphql::Result<MutationResult> {
+        let request = RoleRequest::ChangeGrants { grants: grants(scope, permissions) };
+        run(ctx, Changed::Role, role_id, AdminCommand::Role { role_id, request }).await
+    }
+
+    /// Deletes a role nobody holds any more (the Root Administrator role stays).
+    async fn delete_role(&self, ctx: &Context<'_>, role_id: Uuid) -> async_graphql::Result<MutationResult> {
+        run(ctx, Changed::Role, role_id, AdminCommand::Role { role_id, request: RoleRequest::Delete }).await
+    }
+
+    /// Creates a group of users in a tenant (time zone null: the tenant's).
     async fn create_group(
         &self,
         ctx: &Context<'_>,
@@ -197,6 +253,7 @@ impl AdminMutation {
         run(ctx, Changed::Group, group_id, command).await
     }
 
+    /// Renames a group.
     async fn rename_group(
         &self,
         ctx: &Context<'_>,
@@ -218,6 +275,7 @@ impl AdminMutation {
         run(ctx, Changed::Group, group_id, command).await
     }
 
+    /// Deletes a group that has no members left.
     async fn delete_group(&self, ctx: &Context<'_>, group_id: Uuid) -> async_graphql::Result<MutationResult> {
         run(ctx, Changed::Group, group_id, AdminCommand::Group { group_id, request: GroupRequest::Delete }).await
     }

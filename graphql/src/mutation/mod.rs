@@ -3,7 +3,9 @@
 //! limit), the changed object, so the read that follows sees the change.
 
 mod admin;
+mod config;
 mod session;
+mod users;
 
 use async_graphql::{ComplexObject, Context, MergedObject, SimpleObject};
 use recall_commands::admin::{AdminCommand, Done};
@@ -16,7 +18,12 @@ use crate::query::directory::{CustomField, EvaluationForm, Group, Role, StorageT
 use crate::ApiState;
 
 #[derive(MergedObject, Default, Debug)]
-pub struct Mutation(session::SessionMutation, admin::AdminMutation);
+pub struct Mutation(session::SessionMutation, admin::AdminMutation, users::UserMutation, config::ConfigMutation);
+
+/// The id given for a new thing (so a retried request cannot create twice), or a new one.
+fn new_id(id: Option<Uuid>) -> Uuid {
+    id.unwrap_or_else(Uuid::now_v7)
+}
 
 /// What a changed object is.
 #[derive(async_graphql::Enum, Copy, Clone, Debug, Eq, PartialEq)]
