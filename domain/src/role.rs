@@ -82,6 +82,8 @@ pub enum RoleError {
     RootRoleIsFixed,
     #[error("{0} user(s) hold this role; give them another role first")]
     InUse(u64),
+    #[error("a pre-defined role cannot be deleted (it can be renamed and its permissions changed)")]
+    PredefinedRole,
 }
 
 impl Role {
@@ -156,6 +158,9 @@ impl Aggregate for Role {
                 self.existing()?;
                 if self.is_root() {
                     return Err(RoleError::RootRoleIsFixed);
+                }
+                if self.predefined.is_some() {
+                    return Err(RoleError::PredefinedRole);
                 }
                 if users_holding_it > 0 {
                     return Err(RoleError::InUse(users_holding_it));
@@ -269,20 +274,28 @@ mod tests {
 
     #[test]
     fn a_role_in_use_cannot_be_deleted() {
+        let custom = || vec![defined("QA", None)];
         assert_eq!(
-            when::<Role>(supervisor(), RoleCommand::DeleteRole { users_holding_it: 3 }, &()),
+            when::<Role>(custom(), RoleCommand::DeleteRole { users_holding_it: 3 }, &()),
             Err(RoleError::InUse(3))
         );
         assert_eq!(
-            when::<Role>(supervisor(), RoleCommand::DeleteRole { users_holding_it: 0 }, &()),
+            when::<Role>(custom(), RoleCommand::DeleteRole { users_holding_it: 0 }, &()),
             Ok(vec![RoleEvent::RoleDeleted])
         );
     }
 
     #[test]
+    fn a_predefined_role_is_never_deleted() {
+        assert_eq!(
+            when::<Role>(supervisor(), RoleCommand::DeleteRole { users_holding_it: 0 }, &()),
+            Err(RoleError::PredefinedRole)
+        );
+    }
+
+    #[test]
     fn a_deleted_or_unknown_role_refuses_changes() {
-        let mut deleted = supervisor();
-        deleted.push(RoleEvent::RoleDeleted);
+        let deleted = vec![defined("QA", None), RoleEvent::RoleDeleted];
         let rename = || RoleCommand::RenameRole { name: "y".into() };
         assert_eq!(when::<Role>(deleted.clone(), rename(), &()), Err(RoleError::Deleted));
         assert_eq!(when::<Role>([], rename(), &()), Err(RoleError::NotFound));

@@ -76,6 +76,11 @@ impl From<ApiError> for async_graphql::Error {
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         match error {
+            // The read model's tables do not exist yet (the projections are being created at start).
+            sqlx::Error::Database(ref db) if db.code().as_deref() == Some("42P01") => {
+                tracing::warn!(error = %error, "the read model is not built yet");
+                Self::Unavailable
+            }
             sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
                 tracing::warn!(error = %error, "the read model's database is unavailable");
                 Self::Unavailable

@@ -141,6 +141,7 @@ impl SessionMutation {
         run(ctx, Changed::Session, user_id, AdminCommand::StartImpersonation { user_id }).await
     }
 
+    /// Enters the verification code sent for a requested impersonation; the right code starts it.
     async fn verify_impersonation(&self, ctx: &Context<'_>, code: String) -> async_graphql::Result<MutationResult> {
         let session = viewer_even_if_password_must_change(ctx)?.principal.caller.session_id.unwrap_or_default();
         run(ctx, Changed::Session, session, AdminCommand::VerifyImpersonation { code: SecretString::from(code) }).await
