@@ -1,6 +1,6 @@
 //! `recall serve` on its embedded default, as a newcomer runs it: from an empty data directory it starts a
 //! private Postgres, answers `health`, lets `recall admin create-root` make the first root administrator
-//! beside it (once), stops cleanly on Ctrl-C (SIGINT), and starts again on the same directory with its
+//! beside it (once), rebuilds the read model beside it (`recall replay`), stops cleanly on Ctrl-C (SIGINT), and starts again on the same directory with its
 //! data intact.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -157,6 +157,15 @@ fn serve_runs_the_embedded_default_stops_cleanly_and_keeps_its_data() {
     let again = recall(&create, &data_dir, "another long password\n");
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"), "{again:?}");
+    // The read model is rebuilt from the log beside the running server.
+    let replayed = recall(&["replay"], &data_dir, "");
+    let stdout = String::from_utf8_lossy(&replayed.stdout);
+    assert!(replayed.status.success(), "{stdout}{}", String::from_utf8_lossy(&replayed.stderr));
+    for projection in ["directory", "calls", "audit"] {
+        assert!(stdout.contains(&format!("rebuilt {projection} up to position 6")), "{stdout}");
+    }
+    let unknown = recall(&["replay", "--projection", "nope"], &data_dir, "");
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no projection is called"), "{unknown:?}");
     let argument = recall(&["admin", "create-root", "--username", "x"], &data_dir, "");
     assert!(String::from_utf8_lossy(&argument.stderr).contains("--password-stdin"), "{argument:?}");
     server.stop();
