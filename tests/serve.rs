@@ -1,7 +1,7 @@
 //! `recall serve` on its embedded default, as a newcomer runs it: from an empty data directory it starts a
 //! private Postgres, answers `health`, lets `recall admin create-root` make the first root administrator
-//! beside it (once), rebuilds the read model beside it (`recall replay`), stops cleanly on Ctrl-C (SIGINT), and starts again on the same directory with its
-//! data intact.
+//! beside it (once) and `recall replay` rebuild the read model beside it, stops cleanly on Ctrl-C
+//! (SIGINT), and starts again on the same directory with its data intact.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
