@@ -2,7 +2,7 @@
 //! mutation once, read back through a query, and the error codes a client acts on (UNAUTHENTICATED,
 //! FORBIDDEN, CONFLICT, INVALID_INPUT with the field to blame).
 
-use std::time::Duration;
+mod common;
 
 use axum::body::Body;
 use axum::http::header::{COOKIE, SET_COOKIE};
@@ -10,19 +10,16 @@ use axum::http::{HeaderMap, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use recall_commands::admin::Caller;
-use recall_commands::testing::{wait_until_sequenced, Person, World, PASSWORD};
+use recall_commands::testing::{Person, World, PASSWORD};
 use recall_commands::CommandService;
 use recall_domain::access::PredefinedRole;
 use recall_domain::call::{Call, CallCommand, CallDirection, CallStart};
 use recall_domain::CommandMeta;
-use recall_graphql::{router, ApiOptions, ApiState};
-use recall_projections::{ProjectionMetrics, Projector};
+use recall_graphql::router;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tower::ServiceExt;
 use uuid::Uuid;
-
-const CATCH_UP: Duration = Duration::from_secs(20);
 
 /// What every mutation answers with.
 const RESULT: &str = "changed id position visible issuedToken";
@@ -35,26 +32,7 @@ struct Api {
 impl Api {
     /// The test world behind the HTTP router, with the projections running on its log.
     async fn start(pool: PgPool) -> Self {
-        let world = World::build(pool).await;
-        let registry = prometheus::Registry::new();
-        let projector = Projector::new(
-            world.log.clone(),
-            recall_projections::all(),
-            ProjectionMetrics::register(&registry).expect("metrics"),
-        );
-        projector.spawn(world.shutdown.clone());
-        // The world was built before the projections ran: let them catch up, so the first read sees it.
-        wait_until_sequenced(&world.log, CATCH_UP).await;
-        let head = world.log.status().await.expect("log status").head_position;
-        assert!(projector.wait_for(head, CATCH_UP).await, "the projections catch up with the world");
-        let state = ApiState {
-            log: world.log.clone(),
-            admin: world.admin.clone(),
-            projector,
-            registry,
-            version: "test",
-            options: ApiOptions::default(),
-        };
+        let (world, state) = common::on_world(pool).await;
         Self { app: router(state), world }
     }
 

@@ -2,6 +2,8 @@
 //! installation: no query returns a row outside the caller's scope (tenants, managed groups, own calls),
 //! and live subscriptions deliver only what the same viewer could query.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +18,6 @@ use recall_commands::CommandService;
 use recall_domain::call::{Call, CallCommand, CallDirection, CallStart, Participant};
 use recall_domain::CommandMeta;
 use recall_graphql::{router, ApiState};
-use recall_projections::{ProjectionMetrics, Projector};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tower::ServiceExt;
@@ -29,22 +30,7 @@ struct Api {
 }
 
 async fn api(pool: PgPool) -> Api {
-    let world = World::build(pool).await;
-    let registry = prometheus::Registry::new();
-    let projector = Projector::new(
-        world.log.clone(),
-        recall_projections::all(),
-        ProjectionMetrics::register(&registry).expect("metrics"),
-    );
-    projector.spawn(world.shutdown.clone());
-    let state = ApiState {
-        log: world.log.clone(),
-        admin: world.admin.clone(),
-        projector,
-        registry,
-        version: "test",
-        options: Default::default(),
-    };
+    let (world, state) = common::on_world(pool).await;
     let app = router(state.clone());
     Api { world, state, app }
 }

@@ -12,7 +12,6 @@ use recall_commands::{EventLog, LogConfig, LogMetrics, LoggedEvent};
 use recall_domain::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Counter {
@@ -80,26 +79,7 @@ pub async fn open_log(pool: PgPool, site: &str) -> Arc<EventLog> {
     EventLog::open(pool, config(site), LogMetrics::unregistered().expect("metrics")).await.expect("the log opens")
 }
 
-/// Opens the log and starts its sequencer; cancel the token to stop it.
-pub async fn running_log(pool: PgPool) -> (Arc<EventLog>, CancellationToken) {
-    let log = open_log(pool, "test").await;
-    let shutdown = CancellationToken::new();
-    log.spawn(true, shutdown.clone());
-    (log, shutdown)
-}
-
-/// Waits until nothing appended is left unsequenced.
-pub async fn wait_until_sequenced(log: &EventLog, limit: Duration) {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let status = log.status().await.expect("status");
-        if status.unsequenced == 0 {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "still {} unsequenced", status.unsequenced);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+pub use recall_commands::testing::{running_log, wait_until_sequenced};
 
 /// The whole log, in order.
 pub async fn read_all(log: &EventLog) -> Vec<LoggedEvent> {

@@ -31,6 +31,22 @@ fn like(search: &str) -> String {
     format!("%{escaped}%")
 }
 
+/// ` AND (<name key>, <id>) > (<cursor>)`: the page after the cursor of a list ordered by name, then id.
+fn after_name(qb: &mut QueryBuilder<'_, Postgres>, page: &Page, name: &str, id: &str) -> Result<(), ApiError> {
+    if let (Some(after_name), Some(after_id)) =
+        (page.key(0).and_then(Value::as_str), page.key(1).and_then(Value::as_str))
+    {
+        let after_id = Uuid::parse_str(after_id)
+            .map_err(|_| ApiError::invalid_field("after", "not a cursor this API gave out"))?;
+        qb.push(format!(" AND ({name}, {id}) > ("))
+            .push_bind(after_name.to_owned())
+            .push(", ")
+            .push_bind(after_id)
+            .push(")");
+    }
+    Ok(())
+}
+
 /// A tenant's own rows (custom fields, layouts, forms): service-wide everything, others their tenant.
 fn tenant_member(qb: &mut QueryBuilder<'_, Postgres>, v: &Viewer, column: &str) {
     if v.scope() != Scope::ServiceWide {
@@ -435,14 +451,7 @@ pub(crate) async fn list_users(
     if let Some(active) = filter.active {
         qb.push(" AND u.active = ").push_bind(active);
     }
-    if let (Some(name), Some(id)) = (page.key(0).and_then(Value::as_str), page.key(1).and_then(Value::as_str)) {
-        let id = Uuid::parse_str(id).map_err(|_| ApiError::invalid_field("after", "not a cursor this API gave out"))?;
-        qb.push(" AND (lower(u.username), u.user_id) > (")
-            .push_bind(name.to_owned())
-            .push(", ")
-            .push_bind(id)
-            .push(")");
-    }
+    after_name(&mut qb, &page, "lower(u.username)", "u.user_id")?;
     qb.push(" ORDER BY lower(u.username), u.user_id LIMIT ").push_bind(page.limit());
     let rows: Vec<User> = qb.build_query_as().fetch_all(pool(ctx)).await?;
     Ok(connection(&page, rows, |u| vec![Value::from(u.username.to_lowercase()), Value::from(u.user_id.to_string())]))
@@ -738,15 +747,7 @@ impl DirectoryQuery {
         if let Some(search) = search.filter(|s| !s.trim().is_empty()) {
             qb.push(" AND lower(t.name) LIKE ").push_bind(like(&search));
         }
-        if let (Some(name), Some(id)) = (page.key(0).and_then(Value::as_str), page.key(1).and_then(Value::as_str)) {
-            let id =
-                Uuid::parse_str(id).map_err(|_| ApiError::invalid_field("after", "not a cursor this API gave out"))?;
-            qb.push(" AND (lower(t.name), t.tenant_id) > (")
-                .push_bind(name.to_owned())
-                .push(", ")
-                .push_bind(id)
-                .push(")");
-        }
+        after_name(&mut qb, &page, "lower(t.name)", "t.tenant_id")?;
         qb.push(" ORDER BY lower(t.name), t.tenant_id LIMIT ").push_bind(page.limit());
         let rows: Vec<Tenant> = qb.build_query_as().fetch_all(pool(ctx)).await.map_err(ApiError::from)?;
         Ok(connection(&page, rows, |t| vec![Value::from(t.name.to_lowercase()), Value::from(t.tenant_id.to_string())]))
@@ -797,15 +798,7 @@ impl DirectoryQuery {
         if let Some(search) = search.filter(|s| !s.trim().is_empty()) {
             qb.push(" AND lower(g.name) LIKE ").push_bind(like(&search));
         }
-        if let (Some(name), Some(id)) = (page.key(0).and_then(Value::as_str), page.key(1).and_then(Value::as_str)) {
-            let id =
-                Uuid::parse_str(id).map_err(|_| ApiError::invalid_field("after", "not a cursor this API gave out"))?;
-            qb.push(" AND (lower(g.name), g.group_id) > (")
-                .push_bind(name.to_owned())
-                .push(", ")
-                .push_bind(id)
-                .push(")");
-        }
+        after_name(&mut qb, &page, "lower(g.name)", "g.group_id")?;
         qb.push(" ORDER BY lower(g.name), g.group_id LIMIT ").push_bind(page.limit());
         let rows: Vec<Group> = qb.build_query_as().fetch_all(pool(ctx)).await.map_err(ApiError::from)?;
         Ok(connection(&page, rows, |g| vec![Value::from(g.name.to_lowercase()), Value::from(g.group_id.to_string())]))

@@ -28,3 +28,29 @@ pub async fn state(pool: PgPool, site: &str, version: &'static str) -> (ApiState
     let state = ApiState { log, admin, projector, registry, version, options: Default::default() };
     (state, shutdown)
 }
+
+/// The small installation of `recall_commands::testing` behind the API's state, with the projections
+/// running on its log and caught up with it (so the first read sees the installation).
+pub async fn on_world(pool: PgPool) -> (recall_commands::testing::World, ApiState) {
+    let world = recall_commands::testing::World::build(pool).await;
+    let registry = prometheus::Registry::new();
+    let projector = Projector::new(
+        world.log.clone(),
+        recall_projections::all(),
+        ProjectionMetrics::register(&registry).expect("metrics"),
+    );
+    projector.spawn(world.shutdown.clone());
+    let limit = std::time::Duration::from_secs(30);
+    recall_commands::testing::wait_until_sequenced(&world.log, limit).await;
+    let head = world.log.status().await.expect("log status").head_position;
+    assert!(projector.wait_for(head, limit).await, "the projections catch up with the installation");
+    let state = ApiState {
+        log: world.log.clone(),
+        admin: world.admin.clone(),
+        projector,
+        registry,
+        version: "test",
+        options: Default::default(),
+    };
+    (world, state)
+}
