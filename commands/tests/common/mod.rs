@@ -79,6 +79,7 @@ pub async fn open_log(pool: PgPool, site: &str) -> Arc<EventLog> {
     EventLog::open(pool, config(site), LogMetrics::unregistered().expect("metrics")).await.expect("the log opens")
 }
 
+#[allow(unused_imports)]
 pub use recall_commands::testing::{running_log, wait_until_sequenced};
 
 /// The whole log, in order.
