@@ -2,6 +2,7 @@
 //! embedded private cluster), runs migrations, and starts the parts of recall that this process runs.
 
 mod embedded_pg;
+mod generate;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -92,6 +93,15 @@ enum Command {
         #[arg(long)]
         projection: Option<String>,
     },
+    /// Add a synthetic population (tenants, groups, administrators, supervisors, agents), administrative
+    /// changes and calls through the real command path: for benchmarks and demonstrations. It adds beside
+    /// what is there (names carry a run tag) and never changes existing data. Safe beside `recall serve`.
+    Generate {
+        #[command(flatten)]
+        database: Database,
+        #[command(flatten)]
+        spec: GenerateArgs,
+    },
     /// Administration from the command line.
     Admin {
         #[command(subcommand)]
@@ -107,6 +117,37 @@ struct ApiArgs {
     /// Mark the session cookie Secure: recall is reached over HTTPS (directly or through a proxy).
     #[arg(long)]
     secure_cookies: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct GenerateArgs {
+    #[arg(long, default_value_t = 4)]
+    tenants: usize,
+    #[arg(long, default_value_t = 25)]
+    groups_per_tenant: usize,
+    #[arg(long, default_value_t = 10)]
+    agents_per_group: usize,
+    /// Calls in all, spread over the agents and the past --days.
+    #[arg(long, default_value_t = 1_000_000)]
+    calls: u64,
+    /// Administrative events in all (creating the population counts towards it).
+    #[arg(long, default_value_t = 100_000)]
+    audit_events: u64,
+    #[arg(long, default_value_t = 90)]
+    days: u32,
+    /// Share of calls whose extension belongs to nobody (0 to 1).
+    #[arg(long, default_value_t = 0.1)]
+    unassigned_share: f64,
+    /// Commands in flight at once.
+    #[arg(long, default_value_t = 32)]
+    writers: usize,
+    /// Seeds who calls when and what changes.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Read a password from standard input for the generated administrators and supervisors (they cannot
+    /// sign in without one).
+    #[arg(long)]
+    password_stdin: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -180,6 +221,16 @@ async fn run(command: Command) -> Result<()> {
         Command::Replay { database, projection } => {
             let (pool, embedded) = connect_for_command(&database).await?;
             let result = replay(pool.clone(), projection).await;
+            pool.close().await;
+            stop_embedded(embedded).await;
+            result
+        }
+        Command::Generate { database, spec } => {
+            let password = if spec.password_stdin { Some(read_password_line("the generated users")?) } else { None };
+            // Synthetic data is not worth an fsync per command: a crash loses some of it, nothing else.
+            let (pool, embedded) =
+                connect_with(&database, true, |o| o.options([("synchronous_commit", "off")])).await?;
+            let result = generate::run(pool.clone(), &database, spec, password).await;
             pool.close().await;
             stop_embedded(embedded).await;
             result
@@ -328,15 +379,20 @@ async fn create_root(
 
 /// Connects to the configured server, or starts the embedded one.
 async fn connect(database: &Database) -> Result<(PgPool, Option<EmbeddedPostgres>)> {
-    connect_with(database, false).await
+    connect_with(database, false, |o| o).await
 }
 
 /// Like [`connect`], but uses the embedded server a running `recall serve` started, if there is one.
 async fn connect_for_command(database: &Database) -> Result<(PgPool, Option<EmbeddedPostgres>)> {
-    connect_with(database, true).await
+    connect_with(database, true, |o| o).await
 }
 
-async fn connect_with(database: &Database, attach: bool) -> Result<(PgPool, Option<EmbeddedPostgres>)> {
+/// Connects (or starts or attaches to the embedded server); `tune` adjusts the connection options.
+async fn connect_with(
+    database: &Database,
+    attach: bool,
+    tune: impl FnOnce(PgConnectOptions) -> PgConnectOptions,
+) -> Result<(PgPool, Option<EmbeddedPostgres>)> {
     let (options, embedded) = match &database.database_url {
         Some(url) => {
             let options: PgConnectOptions = url.parse().context("--database-url is not a valid PostgreSQL URL")?;
@@ -353,8 +409,11 @@ async fn connect_with(database: &Database, attach: bool) -> Result<(PgPool, Opti
             (embedded.connect_options(), Some(embedded))
         }
     };
-    let pool =
-        PgPoolOptions::new().max_connections(32).acquire_timeout(Duration::from_secs(10)).connect_with(options).await;
+    let pool = PgPoolOptions::new()
+        .max_connections(32)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(tune(options))
+        .await;
     match pool {
         Ok(pool) => Ok((pool, embedded)),
         Err(e) => {

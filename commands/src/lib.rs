@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod secrets;
 pub mod service;
 pub mod storage_probe;
+pub mod synthetic;
 #[cfg(feature = "test-support")]
 pub mod testing;
 pub mod write_index;

@@ -82,6 +82,12 @@ impl<A: Aggregate> CommandService<A> {
         Ok(context.aggregate.0)
     }
 
+    /// The aggregate's current state with the sequence of its last event (0: no events).
+    pub async fn load_versioned(&self, aggregate_id: &str) -> Result<(A, u64), CommandError<A::Error>> {
+        let context = self.store.load_aggregate(aggregate_id).await.map_err(|e| self.failure(aggregate_id, e))?;
+        Ok((context.aggregate.0, context.current_sequence as u64))
+    }
+
     /// Decides `command` against the aggregate's current state and appends the resulting events.
     pub async fn execute(
         &self,

@@ -285,6 +285,67 @@ async fn terminated_sessions_and_revoked_devices_are_refused_on_their_next_reque
 }
 
 #[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
+async fn a_remembered_token_follows_every_change_to_what_it_was_read_from(pool: PgPool) {
+    let world = World::build(pool).await;
+    let recognise = |who: &Person, source: &str| {
+        let (admin, token, source) = (world.admin.clone(), who.token.clone(), source.parse().ok());
+        async move { admin.recognise(&token, source).await }
+    };
+    let refused = |result: Result<_, AdminError>| matches!(result, Err(AdminError::Unauthenticated(_)));
+
+    // Remembered between requests, with each request's own source address.
+    let (first, authority) = recognise(&world.supervisor_a, "192.0.2.1").await.expect("recognised");
+    let (second, again) = recognise(&world.supervisor_a, "192.0.2.2").await.expect("recognised again");
+    assert_eq!(authority, again);
+    assert_eq!(first.caller.source_addr, Some("192.0.2.1".parse().expect("address")));
+    assert_eq!(second.caller.source_addr, Some("192.0.2.2".parse().expect("address")));
+    // The right id with the wrong secret is no token, remembered or not.
+    let mut forged = world.supervisor_a.clone();
+    forged.token.replace_range(forged.token.len() - 4.., "AAAA");
+    assert!(refused(recognise(&forged, "192.0.2.1").await));
+
+    // The user changed: new managed groups count at once.
+    let groups = BTreeSet::from([world.group_a1, world.group_a2]);
+    let set = user(world.supervisor_a.user_id, UserRequest::SetManagedGroups { groups: groups.clone() });
+    world.as_(&world.admin_a, set).await.expect("managed groups set");
+    let (_, authority) = recognise(&world.supervisor_a, "192.0.2.1").await.expect("recognised");
+    assert_eq!(authority.managed_groups, groups);
+
+    // The role changed: its new grants count at once.
+    let role_id = id();
+    let define = RoleRequest::Define {
+        name: world::unique("listener"),
+        grants: Grants::new(Scope::OwnCalls, [Permission::ViewCalls]),
+    };
+    world.as_(&world.root, AdminCommand::Role { role_id, request: define }).await.expect("role defined");
+    let agent = &world.agent_a2;
+    world.as_(&world.root, user(agent.user_id, UserRequest::AssignRole { role_id })).await.expect("assigned");
+    let (_, authority) = recognise(agent, "192.0.2.1").await.expect("recognised");
+    assert!(!authority.grants.allows(Permission::PlaybackCalls));
+    let grants = Grants::new(Scope::OwnCalls, [Permission::ViewCalls, Permission::PlaybackCalls]);
+    let change = RoleRequest::ChangeGrants { grants };
+    world.as_(&world.root, AdminCommand::Role { role_id, request: change }).await.expect("grants changed");
+    let (_, authority) = recognise(agent, "192.0.2.1").await.expect("recognised");
+    assert!(authority.grants.allows(Permission::PlaybackCalls));
+
+    // The session ended, the device was revoked, the tenant deactivated: refused on the next request.
+    recognise(&world.agent_a1, "192.0.2.1").await.expect("recognised");
+    let session_id = world.agent_a1.caller.session_id.expect("session");
+    world.as_(&world.admin_a, AdminCommand::TerminateSession { session_id }).await.expect("terminated");
+    assert!(refused(recognise(&world.agent_a1, "192.0.2.1").await));
+
+    recognise(&world.admin_a, "192.0.2.1").await.expect("recognised");
+    let device_id = world.admin_a.caller.device_id.expect("device");
+    world.as_(&world.root, AdminCommand::RevokeDevice { device_id }).await.expect("revoked");
+    assert!(refused(recognise(&world.admin_a, "192.0.2.1").await));
+
+    recognise(&world.agent_b, "192.0.2.1").await.expect("recognised");
+    let deactivate = AdminCommand::Tenant { tenant_id: world.tenant_b, command: TenantCommand::DeactivateTenant };
+    world.as_(&world.root, deactivate).await.expect("deactivated");
+    assert!(refused(recognise(&world.agent_b, "192.0.2.1").await));
+}
+
+#[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
 async fn a_user_who_must_change_the_password_can_do_nothing_else_until_then(pool: PgPool) {
     let world = World::build(pool).await;
     let set = UserRequest::SetPassword { password: secret("temporary password 1"), must_change: true };

@@ -83,11 +83,8 @@ pub async fn authenticate(
 ) -> RequestAuth {
     let viewer = match token.filter(|t| !t.is_empty()) {
         None => Ok(None),
-        Some(token) => match admin.authenticate(&token, source).await {
-            Ok(principal) => match admin.authority(&principal.caller).await {
-                Ok(authority) => Ok(Some(Arc::new(Viewer { principal, authority }))),
-                Err(e) => Err(ApiError::from(e)),
-            },
+        Some(token) => match admin.recognise(&token, source).await {
+            Ok((principal, authority)) => Ok(Some(Arc::new(Viewer { principal, authority }))),
             Err(e) => Err(ApiError::from(e)),
         },
     };

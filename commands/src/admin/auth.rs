@@ -4,10 +4,11 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use recall_domain::access::Authority;
 use recall_domain::device::DeviceCommand;
 use recall_domain::failed_attempt::{FailedAttemptCommand, RefusalKind, SignInFailure};
 use recall_domain::index::{IndexKey, Namespace};
@@ -93,6 +94,55 @@ impl From<AdminError> for AuthError {
     }
 }
 
+/// The aggregates a recognition read, each with the sequence of its last event then.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Reads(pub(crate) Vec<(&'static str, String, i64)>);
+
+/// How long a recognised token is taken from memory at most before it is recognised afresh.
+const REMEMBER_FOR: Duration = Duration::from_secs(5 * 60);
+/// Tokens remembered at most; beyond that the memory starts over.
+const REMEMBER_AT_MOST: usize = 10_000;
+
+#[derive(Debug)]
+pub(crate) struct Recognised {
+    digest: [u8; 32],
+    principal: Principal,
+    authority: Authority,
+    reads: Reads,
+    at: Instant,
+}
+
+/// Recently recognised tokens by session (or API token) id.
+#[derive(Debug, Default)]
+pub(crate) struct RecognisedTokens {
+    tokens: Mutex<HashMap<Uuid, Arc<Recognised>>>,
+}
+
+impl RecognisedTokens {
+    fn get(&self, id: Uuid, digest: &[u8; 32]) -> Option<Arc<Recognised>> {
+        let tokens = self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let known = tokens.get(&id)?;
+        let fresh = known.at.elapsed() < REMEMBER_FOR && now() < known.principal.expires_at;
+        (fresh && credentials::digests_equal(&known.digest, digest)).then(|| known.clone())
+    }
+
+    fn forget(&self, id: Uuid) {
+        self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id);
+    }
+
+    fn remember(&self, id: Uuid, digest: [u8; 32], principal: &Principal, authority: &Authority, reads: Reads) {
+        let mut tokens = self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if tokens.len() >= REMEMBER_AT_MOST {
+            tokens.clear();
+        }
+        let principal = principal.clone();
+        tokens.insert(
+            id,
+            Arc::new(Recognised { digest, principal, authority: authority.clone(), reads, at: Instant::now() }),
+        );
+    }
+}
+
 /// Recent failed sign-ins, per (username, address) and per address.
 #[derive(Debug, Default)]
 pub(crate) struct FailureLimiter {
@@ -168,7 +218,9 @@ impl Admin {
         let failure = match &user {
             None => Some(SignInFailure::UnknownUser),
             Some(_) if hash.is_none() || !verified => Some(SignInFailure::WrongPassword),
-            Some(user) if !self.may_sign_in(user).await.map_err(unavailable)? => Some(SignInFailure::AccountDisabled),
+            Some(user) if !self.may_sign_in(user, &mut Reads::default()).await.map_err(unavailable)? => {
+                Some(SignInFailure::AccountDisabled)
+            }
             Some(_) => None,
         };
         let user_id = user.as_ref().map(User::user_id);
@@ -237,12 +289,12 @@ impl Admin {
     }
 
     /// Active, web login enabled, and (for a tenant's user) the tenant active.
-    async fn may_sign_in(&self, user: &User) -> Result<bool, AdminError> {
+    async fn may_sign_in(&self, user: &User, reads: &mut Reads) -> Result<bool, AdminError> {
         if !user.is_active() || !user.login_enabled() {
             return Ok(false);
         }
         match user.tenant_id() {
-            Some(tenant) => Ok(self.load(&self.tenants, tenant).await?.is_active()),
+            Some(tenant) => Ok(self.load_noted(&self.tenants, tenant, reads).await?.is_active()),
             None => Ok(true),
         }
     }
@@ -294,13 +346,71 @@ impl Admin {
         }
     }
 
+    /// Recognises a request's bearer token and reads the rights its caller acts with: one step for the
+    /// API's every request. A token recognised recently is taken from memory when none of the aggregates
+    /// its recognition read (session, device, user, tenant, role, API token) has had an event since, which
+    /// one indexed query tells; a terminated session, a revoked device or a changed role is therefore seen
+    /// by the very next request, on any node, as without the memory.
+    pub async fn recognise(&self, token: &str, source: Option<IpAddr>) -> Result<(Principal, Authority), AdminError> {
+        let refused = |e: AuthError| match e {
+            AuthError::Unavailable(cause) => AdminError::Unavailable(cause),
+            other => AdminError::Unauthenticated(other.to_string()),
+        };
+        let (id, digest) = Token::parse(token).ok_or_else(|| refused(AuthError::Invalid))?;
+        if let Some(known) = self.recognised.get(id, &digest) {
+            if self.unchanged(&known.reads).await? {
+                let mut principal = known.principal.clone();
+                principal.caller.source_addr = source;
+                return Ok((principal, known.authority.clone()));
+            }
+            self.recognised.forget(id);
+        }
+        let mut reads = Reads::default();
+        let principal = self.authenticate_reading(token, source, &mut reads).await.map_err(refused)?;
+        let authority = self.authority_reading(&principal.caller, &mut reads).await?;
+        self.recognised.remember(id, digest, &principal, &authority, reads);
+        Ok((principal, authority))
+    }
+
+    /// Whether none of `reads` has an event newer than the one it was read at.
+    async fn unchanged(&self, reads: &Reads) -> Result<bool, AdminError> {
+        let (mut types, mut ids, mut sequences) = (Vec::new(), Vec::new(), Vec::new());
+        for (aggregate_type, id, sequence) in &reads.0 {
+            types.push(*aggregate_type);
+            ids.push(id.as_str());
+            sequences.push(*sequence);
+        }
+        let changed: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM UNNEST($1::text[], $2::text[], $3::bigint[]) AS r(t, i, s)
+                             WHERE EXISTS (SELECT 1 FROM events e
+                                            WHERE e.aggregate_type = r.t AND e.aggregate_id = r.i AND e.sequence > r.s))",
+        )
+        .bind(&types)
+        .bind(&ids)
+        .bind(&sequences)
+        .fetch_one(self.log.pool())
+        .await
+        .map_err(|e| AdminError::Unavailable(e.to_string()))?;
+        Ok(!changed)
+    }
+
     /// Recognises a bearer token: a live session on a device that is not revoked, of a user who may sign in;
     /// or a valid API token of an active user.
     pub async fn authenticate(&self, token: &str, source: Option<IpAddr>) -> Result<Principal, AuthError> {
+        self.authenticate_reading(token, source, &mut Reads::default()).await
+    }
+
+    /// [`Self::authenticate`], noting every aggregate it reads in `reads`.
+    async fn authenticate_reading(
+        &self,
+        token: &str,
+        source: Option<IpAddr>,
+        reads: &mut Reads,
+    ) -> Result<Principal, AuthError> {
         let (session_id, digest) = Token::parse(token).ok_or(AuthError::Invalid)?;
-        let session = self.load(&self.sessions, session_id).await?;
+        let session = self.load_noted(&self.sessions, session_id, reads).await?;
         if !session.exists() {
-            return self.authenticate_api_token(session_id, &digest, source).await;
+            return self.authenticate_api_token(session_id, &digest, source, reads).await;
         }
         let (Some(user_id), Some(secret), Some(device_id), Some(expires_at)) =
             (session.user_id(), session.token(), session.device_id(), session.expires_at())
@@ -317,11 +427,11 @@ impl Admin {
         if !session.is_live(now()) {
             return Err(AuthError::Expired);
         }
-        if self.load(&self.devices, device_id).await?.is_revoked() {
+        if self.load_noted(&self.devices, device_id, reads).await?.is_revoked() {
             return Err(AuthError::DeviceRevoked);
         }
-        let user = self.load(&self.users, user_id).await?;
-        if !self.may_sign_in(&user).await? {
+        let user = self.load_noted(&self.users, user_id, reads).await?;
+        if !self.may_sign_in(&user, reads).await? {
             return Err(AuthError::AccountDisabled);
         }
         let (acting, impersonator) = match session.impersonating() {
@@ -349,8 +459,9 @@ impl Admin {
         token_id: Uuid,
         digest: &[u8; 32],
         source: Option<IpAddr>,
+        reads: &mut Reads,
     ) -> Result<Principal, AuthError> {
-        let token = self.load(&self.api_tokens, token_id).await?;
+        let token = self.load_noted(&self.api_tokens, token_id, reads).await?;
         let (Some(user_id), Some(secret)) = (token.user_id(), token.secret()) else {
             return Err(AuthError::Invalid);
         };
@@ -364,9 +475,9 @@ impl Admin {
         if !token.is_valid(now()) {
             return Err(AuthError::Expired);
         }
-        let user = self.load(&self.users, user_id).await?;
+        let user = self.load_noted(&self.users, user_id, reads).await?;
         let tenant_active = match user.tenant_id() {
-            Some(tenant) => self.load(&self.tenants, tenant).await?.is_active(),
+            Some(tenant) => self.load_noted(&self.tenants, tenant, reads).await?.is_active(),
             None => true,
         };
         if !user.is_active() || !tenant_active {

@@ -35,6 +35,11 @@ impl Admin {
 
     /// Whether an active user holds the Root Administrator role.
     pub async fn has_active_root(&self) -> Result<bool, AdminError> {
+        Ok(self.active_root().await?.is_some())
+    }
+
+    /// One active root administrator of the installation, if there is any.
+    pub async fn active_root(&self) -> Result<Option<Uuid>, AdminError> {
         let holders = self
             .index
             .with_prefix(&Namespace::RoleHolders(PredefinedRole::RootAdministrator.role_id()), "", 10_000)
@@ -42,10 +47,10 @@ impl Admin {
         for (_, holder) in holders {
             let Ok(user_id) = Uuid::parse_str(&holder.aggregate_id) else { continue };
             if self.load(&self.users, user_id).await?.is_active() {
-                return Ok(true);
+                return Ok(Some(user_id));
             }
         }
-        Ok(false)
+        Ok(None)
     }
 
     /// Creates the first root administrator of an installation, with web login and the given password.

@@ -223,6 +223,7 @@ pub struct Admin {
     pub(crate) delivery: Arc<dyn CodeDelivery>,
     pub(crate) probe: Arc<dyn StorageProbe>,
     pub(crate) limiter: auth::FailureLimiter,
+    pub(crate) recognised: auth::RecognisedTokens,
 }
 
 impl Admin {
@@ -254,6 +255,7 @@ impl Admin {
             delivery,
             probe,
             limiter: auth::FailureLimiter::default(),
+            recognised: auth::RecognisedTokens::default(),
             log,
         }
     }
@@ -319,7 +321,16 @@ impl Admin {
     /// The caller's rights, read fresh for every command: an account deactivated, a role changed or a tenant
     /// switched off a moment ago counts now. A role that no longer exists grants nothing.
     pub async fn authority(&self, caller: &Caller) -> Result<Authority, AdminError> {
-        let user = self.users.load(&caller.user_id.to_string()).await?;
+        self.authority_reading(caller, &mut auth::Reads::default()).await
+    }
+
+    /// [`Self::authority`], noting every aggregate it reads in `reads`.
+    pub(crate) async fn authority_reading(
+        &self,
+        caller: &Caller,
+        reads: &mut auth::Reads,
+    ) -> Result<Authority, AdminError> {
+        let user = self.load_noted(&self.users, caller.user_id, reads).await?;
         if !user.exists() {
             return Err(AdminError::Unauthenticated("unknown account".to_owned()));
         }
@@ -327,12 +338,12 @@ impl Admin {
             return Err(AdminError::Unauthenticated("this account is inactive".to_owned()));
         }
         if let Some(tenant_id) = user.tenant_id() {
-            let tenant = self.tenants.load(&tenant_id.to_string()).await?;
+            let tenant = self.load_noted(&self.tenants, tenant_id, reads).await?;
             if !tenant.is_active() {
                 return Err(AdminError::Unauthenticated("this account's tenant is deactivated".to_owned()));
             }
         }
-        let role = self.roles.load(&user.role_id().to_string()).await?;
+        let role = self.load_noted(&self.roles, user.role_id(), reads).await?;
         let grants = match role.grants() {
             Some(grants) if role.is_defined() => grants.clone(),
             _ => Grants::new(recall_domain::access::Scope::OwnCalls, []),
@@ -386,6 +397,19 @@ impl Admin {
 
     pub(crate) async fn load<A: Aggregate>(&self, service: &CommandService<A>, id: Uuid) -> Result<A, AdminError> {
         Ok(service.load(&id.to_string()).await?)
+    }
+
+    /// [`Self::load`], noting the aggregate and the sequence it was read at in `reads`.
+    pub(crate) async fn load_noted<A: Aggregate>(
+        &self,
+        service: &CommandService<A>,
+        id: Uuid,
+        reads: &mut auth::Reads,
+    ) -> Result<A, AdminError> {
+        let id = id.to_string();
+        let (aggregate, sequence) = service.load_versioned(&id).await?;
+        reads.0.push((A::TYPE, id, i64::try_from(sequence).unwrap_or(i64::MAX)));
+        Ok(aggregate)
     }
 
     /// A tenant that exists and is active, for actions that put something into it.
