@@ -61,6 +61,9 @@ struct Args {
     /// Skip the replay measurement.
     #[arg(long)]
     no_replay: bool,
+    /// Only the load scenarios whose name contains this (baseline, calls, audit, users).
+    #[arg(long)]
+    only: Option<String>,
     #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
     database_url: String,
     // cargo bench passes --bench; accept and ignore it.
@@ -130,7 +133,15 @@ async fn main() {
         ProjectionMetrics::register(&registry).expect("metrics"),
     );
     let started = Instant::now();
-    let behind = projector.status().iter().map(|s| head.saturating_sub(s.position)).max().unwrap_or(0);
+    let mut behind = 0;
+    for projection in recall_projections::all() {
+        let schema = recall_projections::live_schema(projection.name());
+        let at: Option<i64> = sqlx::query_scalar(&format!("SELECT position FROM {schema}.checkpoint"))
+            .fetch_optional(&pool)
+            .await
+            .unwrap_or(None);
+        behind = behind.max(head.saturating_sub(at.unwrap_or(0) as u64));
+    }
     projector.spawn(shutdown.clone());
     assert!(projector.wait_for(head, Duration::from_secs(3600)).await, "the projections catch up");
     if behind > 0 {
@@ -182,7 +193,9 @@ async fn main() {
         Scenario::AuditByAction,
         Scenario::UserLookup,
     ] {
-        load(&http, &url, &population, scenario, args.clients, Duration::from_secs(args.seconds)).await;
+        if args.only.as_deref().is_none_or(|only| scenario.label().contains(only)) {
+            load(&http, &url, &population, scenario, args.clients, Duration::from_secs(args.seconds)).await;
+        }
     }
     shutdown.cancel();
 }

@@ -122,6 +122,11 @@ async fn graphql(State(app): State<App>, request: Request) -> Response {
         Err(rejection) => return rejection.into_response(),
     };
     let request_auth = auth::authenticate(&app.state.admin, token, source, device).await;
+    let mut gql = gql;
+    if let Ok(Some(viewer)) = &request_auth.viewer {
+        let pool = app.state.admin.log().pool().clone();
+        gql = gql.data(query::directory::GroupLoader::for_request(pool, viewer.clone()));
+    }
     GraphQLResponse::from(app.schema.execute(gql.data(request_auth)).await).into_response()
 }
 

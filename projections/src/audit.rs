@@ -48,23 +48,29 @@ impl Projection for Audit {
     }
 
     fn version(&self) -> i32 {
-        1
+        2
     }
 
     fn create(&self, s: &str) -> Vec<String> {
-        vec![
-            format!(
-                "CREATE TABLE {s}.audit (
+        vec![format!(
+            "CREATE TABLE {s}.audit (
                     position bigint PRIMARY KEY, event_id uuid NOT NULL, recorded_at timestamptz NOT NULL,
                     tenant_id uuid, actor text NOT NULL, impersonator text, session_id uuid, source_addr inet,
                     origin_site text NOT NULL, action text NOT NULL, target_type text NOT NULL, target_id text NOT NULL,
                     outcome text NOT NULL, correlation_id uuid, payload jsonb NOT NULL)"
-            ),
+        )]
+    }
+
+    fn indexes(&self, s: &str) -> Vec<String> {
+        vec![
             format!("CREATE INDEX ON {s}.audit (tenant_id, position DESC)"),
             format!("CREATE INDEX ON {s}.audit (actor, position DESC)"),
             format!("CREATE INDEX ON {s}.audit (target_type, target_id, position DESC)"),
             format!("CREATE INDEX ON {s}.audit (recorded_at)"),
             format!("CREATE INDEX ON {s}.audit (action, position DESC)"),
+            // A tenant administrator's searches by action and by actor, within the tenant.
+            format!("CREATE INDEX ON {s}.audit (tenant_id, action, position DESC)"),
+            format!("CREATE INDEX ON {s}.audit (tenant_id, actor, position DESC)"),
         ]
     }
 

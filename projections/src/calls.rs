@@ -83,6 +83,11 @@ impl Projection for Calls {
                     duration_ms bigint, custom jsonb NOT NULL DEFAULT '{{}}', assigned_at timestamptz,
                     search tsvector NOT NULL)"
             ),
+        ]
+    }
+
+    fn indexes(&self, s: &str) -> Vec<String> {
+        vec![
             format!("CREATE INDEX ON {s}.calls (tenant_id, started_at DESC, call_id DESC)"),
             format!("CREATE INDEX ON {s}.calls (user_id, started_at DESC, call_id DESC)"),
             format!("CREATE INDEX ON {s}.calls (tenant_id, extension, started_at DESC)"),

@@ -24,8 +24,14 @@ pub trait Projection: Send + Sync + std::fmt::Debug + 'static {
     fn name(&self) -> &'static str;
     /// The shape of the tables. A projection whose stored version differs is rebuilt from the log.
     fn version(&self) -> i32;
-    /// Statements that create the tables in `schema`, which is empty.
+    /// Statements that create the tables in `schema`, which is empty (with the keys `apply` relies on).
     fn create(&self, schema: &str) -> Vec<String>;
+    /// Statements that create the secondary indexes, for reads only. A rebuild runs them after loading the
+    /// whole log, which is much faster than keeping them up to date row by row; a new live projection
+    /// creates them with its tables.
+    fn indexes(&self, _schema: &str) -> Vec<String> {
+        Vec::new()
+    }
     /// Applies `events` (consecutive, in log order) to the tables in `schema`, inside the caller's transaction.
     fn apply<'a>(
         &'a self,

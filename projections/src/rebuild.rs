@@ -41,7 +41,7 @@ pub async fn rebuild(
     let mut conn = pool.acquire().await?.detach();
     // One rebuild of a projection at a time (a second one waits for the first).
     sqlx::query("SELECT pg_advisory_lock($1)").bind(lock_key(name) ^ 1).execute(&mut conn).await?;
-    schema::create(&mut conn, projection, &next).await?;
+    schema::create(&mut conn, projection, &next, false).await?;
     let started = Instant::now();
     let report = |position: u64, done: bool| {
         let head = log.head().max(position);
@@ -56,6 +56,23 @@ pub async fn rebuild(
         }
         position = apply(&mut conn, projection, &next, position, &batch).await?;
         report(position, false);
+    }
+    // Indexes built in one go over the loaded tables, and statistics (and the visibility map, for
+    // index-only scans) in place before the first query meets the new tables.
+    for statement in projection.indexes(&next) {
+        sqlx::query(&statement).execute(&mut conn).await?;
+    }
+    let tables: Vec<String> = sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = $1")
+        .bind(&next)
+        .fetch_all(&mut conn)
+        .await?;
+    for table in tables {
+        sqlx::query(&format!("VACUUM (ANALYZE) {next}.{table}")).execute(&mut conn).await?;
+        if bloated(&mut conn, &next, &table).await? {
+            // Rows updated over and over while the log was applied (a user changed a hundred times)
+            // leave most pages holding dead versions: rewrite the table compactly before it serves.
+            sqlx::query(&format!("VACUUM (FULL, ANALYZE) {next}.{table}")).execute(&mut conn).await?;
+        }
     }
 
     let mut tx = Connection::begin(&mut conn).await?;
@@ -80,4 +97,22 @@ pub async fn rebuild(
     report(position, true);
     let _ = conn.close().await;
     Ok(position)
+}
+
+/// Whether `schema.table` takes more than twice the pages its rows need (after `VACUUM ANALYZE`, which
+/// leaves the page count and the average row width in the catalogue).
+async fn bloated(conn: &mut sqlx::PgConnection, schema: &str, table: &str) -> Result<bool, sqlx::Error> {
+    let (pages, rows, width): (i32, f32, Option<i64>) = sqlx::query_as(
+        "SELECT c.relpages, c.reltuples,
+                (SELECT sum(s.avg_width)::bigint FROM pg_stats s WHERE s.schemaname = $1 AND s.tablename = $2)
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = $1 AND c.relname = $2",
+    )
+    .bind(schema)
+    .bind(table)
+    .fetch_one(conn)
+    .await?;
+    // A row costs its data, a 24-byte header and a 4-byte line pointer; a page holds 8 KiB.
+    let needed = f64::from(rows.max(0.0)) * (width.unwrap_or(0) as f64 + 28.0) / 8192.0;
+    Ok(f64::from(pages) > 2.0 * needed + 8.0)
 }

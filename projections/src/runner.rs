@@ -220,7 +220,7 @@ impl Projector {
                 );
                 crate::rebuild::rebuild(&self.pool, &self.log, projection, |_| {}).await?;
             }
-            None => schema::create(&mut conn, projection, &schema).await?,
+            None => schema::create(&mut conn, projection, &schema, true).await?,
         }
         let mut head = self.log.watch_head_position();
         loop {

@@ -39,11 +39,12 @@ pub async fn read_position(conn: &mut PgConnection, schema: &str) -> Result<Opti
 }
 
 /// Creates `schema` with the projection's empty tables and a checkpoint at position 0 (dropping whatever
-/// `schema` held before).
+/// `schema` held before); with its secondary indexes too if `indexed`.
 pub(crate) async fn create(
     conn: &mut PgConnection,
     projection: &dyn Projection,
     schema: &str,
+    indexed: bool,
 ) -> Result<(), ProjectionError> {
     let mut tx = conn.begin().await?;
     sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&mut *tx).await?;
@@ -62,7 +63,8 @@ pub(crate) async fn create(
         .bind(projection.version())
         .execute(&mut *tx)
         .await?;
-    for statement in projection.create(schema) {
+    let indexes = if indexed { projection.indexes(schema) } else { Vec::new() };
+    for statement in projection.create(schema).into_iter().chain(indexes) {
         sqlx::query(&statement).execute(&mut *tx).await?;
     }
     tx.commit().await?;

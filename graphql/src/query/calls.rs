@@ -127,6 +127,112 @@ const CALL_COLUMNS: &str =
     "c.call_id, c.tenant_id, c.sip_call_id, c.direction, c.participants, c.extension, c.user_id, \
      c.site, c.recorder_node, c.started_at, c.ended_at, c.duration_ms, c.custom";
 
+/// A group's or a supervisor's users are merged per user up to this many; beyond, one scan.
+const MERGE_AT_MOST: i64 = 100;
+
+/// The users whose calls the filter's group and the viewer's scope leave, when they are few enough to
+/// read call by call (`None`: too many, scan instead).
+async fn members(
+    ctx: &Context<'_>,
+    v: &crate::auth::Viewer,
+    filter: &CallFilter,
+) -> Result<Option<Vec<Uuid>>, ApiError> {
+    let a = &v.authority;
+    let mut qb = QueryBuilder::new(format!("SELECT u.user_id FROM {DIRECTORY}.users u WHERE true"));
+    if let Some(group) = filter.group_id {
+        qb.push(" AND u.groups @> ARRAY[").push_bind(group).push("]::uuid[]");
+    }
+    match v.scope() {
+        Scope::ServiceWide => {}
+        Scope::Tenant => {
+            qb.push(" AND u.tenant_id = ").push_bind(a.tenant_id);
+        }
+        Scope::ManagedGroups => {
+            qb.push(" AND u.tenant_id = ").push_bind(a.tenant_id);
+            qb.push(" AND (u.user_id = ").push_bind(a.user_id);
+            qb.push(" OR u.groups && ").push_bind(a.managed_groups.iter().copied().collect::<Vec<_>>()).push(")");
+        }
+        Scope::OwnCalls => {
+            qb.push(" AND u.user_id = ").push_bind(a.user_id);
+        }
+    }
+    qb.push(" LIMIT ").push_bind(MERGE_AT_MOST + 1);
+    let users: Vec<Uuid> = qb.build_query_scalar().fetch_all(pool(ctx)).await.map_err(ApiError::from)?;
+    Ok((users.len() as i64 <= MERGE_AT_MOST).then_some(users))
+}
+
+/// ` AND …` for every condition on calls `c`: the viewer's scope, the filter and the page's cursor. With
+/// `of_member`, the query is one of [`members`]' users, who are within the scope and the group already:
+/// only the tenant is checked again, which keeps a merge of many users cheap to plan.
+fn conditions(
+    qb: &mut QueryBuilder<'_, sqlx::Postgres>,
+    v: &crate::auth::Viewer,
+    filter: &CallFilter,
+    page: &Page,
+    of_member: bool,
+) -> Result<(), ApiError> {
+    if of_member {
+        v.require(recall_domain::access::Permission::ViewCalls)?;
+        if v.scope() != Scope::ServiceWide {
+            qb.push(" AND c.tenant_id = ").push_bind(v.authority.tenant_id);
+        }
+    } else {
+        scope::calls(qb, v, "c", DIRECTORY)?;
+    }
+    if filter.unassigned.unwrap_or(false) {
+        if !matches!(v.scope(), Scope::ServiceWide | Scope::Tenant) {
+            return Err(ApiError::Forbidden("calls not assigned to users are for administrators".to_owned()));
+        }
+        qb.push(" AND c.user_id IS NULL");
+    }
+    if let Some(tenant) = filter.tenant_id {
+        qb.push(" AND c.tenant_id = ").push_bind(tenant);
+    }
+    if let Some(from) = filter.from {
+        qb.push(" AND c.started_at >= ").push_bind(from);
+    }
+    if let Some(to) = filter.to {
+        qb.push(" AND c.started_at < ").push_bind(to);
+    }
+    if let Some(user) = filter.user_id {
+        qb.push(" AND c.user_id = ").push_bind(user);
+    }
+    if let Some(group) = filter.group_id.filter(|_| !of_member) {
+        qb.push(format!(" AND c.user_id IN (SELECT g.user_id FROM {DIRECTORY}.users g WHERE g.groups @> ARRAY["))
+            .push_bind(group)
+            .push("]::uuid[])");
+    }
+    if let Some(extension) = filter.extension.clone().filter(|e| !e.trim().is_empty()) {
+        qb.push(" AND c.extension = ").push_bind(extension.trim().to_owned());
+    }
+    if let Some(direction) = filter.direction {
+        let direction: recall_domain::call::CallDirection = direction.into();
+        qb.push(" AND c.direction = ").push_bind(crate::text_of(&direction));
+    }
+    if let Some(min) = filter.min_duration_ms {
+        qb.push(" AND c.duration_ms >= ").push_bind(min);
+    }
+    if let Some(max) = filter.max_duration_ms {
+        qb.push(" AND c.duration_ms <= ").push_bind(max);
+    }
+    for custom in filter.custom_fields.iter().flatten() {
+        qb.push(" AND c.custom ->> ")
+            .push_bind(custom.field_id.to_string())
+            .push(" = ")
+            .push_bind(custom.value.clone());
+    }
+    if let Some(text) = filter.text.clone().filter(|t| !t.trim().is_empty()) {
+        qb.push(" AND c.search @@ plainto_tsquery('simple', ").push_bind(text).push(")");
+    }
+    if let (Some(at), Some(id)) = (page.key(0).and_then(Value::as_str), page.key(1).and_then(Value::as_str)) {
+        let bad = || ApiError::invalid_field("after", "not a cursor this API gave out");
+        let at: DateTime<Utc> = at.parse().map_err(|_| bad())?;
+        let id = Uuid::parse_str(id).map_err(|_| bad())?;
+        qb.push(" AND (c.started_at, c.call_id) < (").push_bind(at).push(", ").push_bind(id).push(")");
+    }
+    Ok(())
+}
+
 #[derive(Debug, Default)]
 pub struct CallsQuery;
 
@@ -143,57 +249,39 @@ impl CallsQuery {
         let v = viewer(ctx)?;
         let page = Page::new(first, after)?;
         let filter = filter.unwrap_or_default();
-        let mut qb = QueryBuilder::new(format!("SELECT {CALL_COLUMNS} FROM {CALLS}.calls c WHERE true"));
-        scope::calls(&mut qb, v, "c", DIRECTORY)?;
-        if filter.unassigned.unwrap_or(false) {
-            if !matches!(v.scope(), Scope::ServiceWide | Scope::Tenant) {
-                return Err(ApiError::Forbidden("calls not assigned to users are for administrators".to_owned()).into());
+        let members = match (filter.user_id, filter.group_id, v.scope()) {
+            _ if filter.unassigned.unwrap_or(false) => None,
+            (None, Some(_), _) | (None, None, Scope::ManagedGroups) => members(ctx, v, &filter).await?,
+            _ => None,
+        };
+        let qb = match members {
+            Some(users) if users.is_empty() => {
+                conditions(&mut QueryBuilder::new(""), v, &filter, &page, false)?;
+                return Ok(connection(&page, Vec::<Call>::new(), |_| Vec::new()));
             }
-            qb.push(" AND c.user_id IS NULL");
-        }
-        if let Some(tenant) = filter.tenant_id {
-            qb.push(" AND c.tenant_id = ").push_bind(tenant);
-        }
-        if let Some(from) = filter.from {
-            qb.push(" AND c.started_at >= ").push_bind(from);
-        }
-        if let Some(to) = filter.to {
-            qb.push(" AND c.started_at < ").push_bind(to);
-        }
-        if let Some(user) = filter.user_id {
-            qb.push(" AND c.user_id = ").push_bind(user);
-        }
-        if let Some(group) = filter.group_id {
-            qb.push(format!(" AND c.user_id IN (SELECT g.user_id FROM {DIRECTORY}.users g WHERE g.groups @> ARRAY["))
-                .push_bind(group)
-                .push("]::uuid[])");
-        }
-        if let Some(extension) = filter.extension.filter(|e| !e.trim().is_empty()) {
-            qb.push(" AND c.extension = ").push_bind(extension.trim().to_owned());
-        }
-        if let Some(direction) = filter.direction {
-            let direction: recall_domain::call::CallDirection = direction.into();
-            qb.push(" AND c.direction = ").push_bind(crate::text_of(&direction));
-        }
-        if let Some(min) = filter.min_duration_ms {
-            qb.push(" AND c.duration_ms >= ").push_bind(min);
-        }
-        if let Some(max) = filter.max_duration_ms {
-            qb.push(" AND c.duration_ms <= ").push_bind(max);
-        }
-        for custom in filter.custom_fields.unwrap_or_default() {
-            qb.push(" AND c.custom ->> ").push_bind(custom.field_id.to_string()).push(" = ").push_bind(custom.value);
-        }
-        if let Some(text) = filter.text.filter(|t| !t.trim().is_empty()) {
-            qb.push(" AND c.search @@ plainto_tsquery('simple', ").push_bind(text).push(")");
-        }
-        if let (Some(at), Some(id)) = (page.key(0).and_then(Value::as_str), page.key(1).and_then(Value::as_str)) {
-            let bad = || ApiError::invalid_field("after", "not a cursor this API gave out");
-            let at: DateTime<Utc> = at.parse().map_err(|_| bad())?;
-            let id = Uuid::parse_str(id).map_err(|_| bad())?;
-            qb.push(" AND (c.started_at, c.call_id) < (").push_bind(at).push(", ").push_bind(id).push(")");
-        }
-        qb.push(" ORDER BY c.started_at DESC, c.call_id DESC LIMIT ").push_bind(page.limit());
+            Some(users) => {
+                // One ordered branch per user, merged: the database reads about one page of rows in all,
+                // where one scan over the tenant's calls would read and discard every other user's.
+                let mut qb = QueryBuilder::new("SELECT * FROM (");
+                for (i, user) in users.iter().enumerate() {
+                    if i > 0 {
+                        qb.push(" UNION ALL ");
+                    }
+                    qb.push(format!("(SELECT {CALL_COLUMNS} FROM {CALLS}.calls c WHERE c.user_id = ")).push_bind(*user);
+                    conditions(&mut qb, v, &filter, &page, true)?;
+                    qb.push(" ORDER BY c.started_at DESC, c.call_id DESC LIMIT ").push_bind(page.limit()).push(")");
+                }
+                qb.push(") c ORDER BY c.started_at DESC, c.call_id DESC LIMIT ").push_bind(page.limit());
+                qb
+            }
+            None => {
+                let mut qb = QueryBuilder::new(format!("SELECT {CALL_COLUMNS} FROM {CALLS}.calls c WHERE true"));
+                conditions(&mut qb, v, &filter, &page, false)?;
+                qb.push(" ORDER BY c.started_at DESC, c.call_id DESC LIMIT ").push_bind(page.limit());
+                qb
+            }
+        };
+        let mut qb = qb;
         let rows: Vec<Call> = qb.build_query_as().fetch_all(pool(ctx)).await.map_err(ApiError::from)?;
         Ok(connection(&page, rows, |c| {
             vec![

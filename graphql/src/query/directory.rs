@@ -2,7 +2,11 @@
 //! group, role, extension) with their sessions and devices, storage targets, custom fields, field visibility
 //! and evaluation forms. Every query goes through `scope`: nothing outside the viewer's reach comes back.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use async_graphql::connection::Connection;
+use async_graphql::dataloader::{DataLoader, Loader};
 use async_graphql::{ComplexObject, Context, InputObject, Json, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use recall_domain::access::{Permission, Resource, Scope};
@@ -473,26 +477,60 @@ async fn role_by_id(ctx: &Context<'_>, id: Uuid) -> Result<Option<Role>, ApiErro
     .await?)
 }
 
-/// The groups with these ids that the viewer reaches, in the order given.
+/// The groups with these ids that the viewer reaches, in the order given. Within an HTTP request the
+/// lookups of all the users of a page go to the database together (see [`GroupLoader`]).
 async fn groups_by_id(ctx: &Context<'_>, ids: &[Uuid]) -> Result<Vec<Group>, ApiError> {
-    let v = viewer_even_if_password_must_change(ctx)?;
+    let rows: HashMap<Uuid, Group> = match ctx.data_opt::<DataLoader<GroupLoader>>() {
+        Some(loader) => loader.load_many(ids.iter().copied()).await?,
+        None => {
+            let v = viewer_even_if_password_must_change(ctx)?;
+            reachable_groups(pool(ctx), v, ids).await?
+        }
+    };
+    Ok(ids.iter().filter_map(|id| rows.get(id).cloned()).collect())
+}
+
+/// The groups among `ids` that `v` reaches.
+async fn reachable_groups(pool: &PgPool, v: &Viewer, ids: &[Uuid]) -> Result<HashMap<Uuid, Group>, ApiError> {
     let mut qb = QueryBuilder::new(format!(
         "SELECT g.group_id, g.tenant_id, g.name, g.timezone FROM {DIRECTORY}.groups g WHERE NOT g.deleted AND g.group_id = ANY("
     ));
     qb.push_bind(ids.to_vec()).push(")");
-    scope::groups(&mut qb, v, "g", own_groups(ctx, v).await?).await;
-    let rows: Vec<Group> = qb.build_query_as().fetch_all(pool(ctx)).await?;
-    Ok(ids.iter().filter_map(|id| rows.iter().find(|g| g.group_id == *id).cloned()).collect())
+    scope::groups(&mut qb, v, "g", own_groups(pool, v).await?).await;
+    let rows: Vec<Group> = qb.build_query_as().fetch_all(pool).await?;
+    Ok(rows.into_iter().map(|g| (g.group_id, g)).collect())
 }
 
-async fn own_groups(ctx: &Context<'_>, v: &Viewer) -> Result<Vec<Uuid>, ApiError> {
+/// Loads groups for one request's viewer, many ids at a time.
+pub(crate) struct GroupLoader {
+    pool: PgPool,
+    viewer: Arc<Viewer>,
+}
+
+impl GroupLoader {
+    /// A loader for the request of `viewer`, to put into the request's data.
+    pub(crate) fn for_request(pool: PgPool, viewer: Arc<Viewer>) -> DataLoader<GroupLoader> {
+        DataLoader::new(Self { pool, viewer }, tokio::spawn)
+    }
+}
+
+impl Loader<Uuid> for GroupLoader {
+    type Value = Group;
+    type Error = ApiError;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Group>, ApiError> {
+        reachable_groups(&self.pool, &self.viewer, keys).await
+    }
+}
+
+async fn own_groups(pool: &PgPool, v: &Viewer) -> Result<Vec<Uuid>, ApiError> {
     if matches!(v.scope(), Scope::ServiceWide | Scope::Tenant) {
         return Ok(Vec::new());
     }
     let groups: Option<Vec<Uuid>> =
         sqlx::query_scalar(&format!("SELECT groups FROM {DIRECTORY}.users WHERE user_id = $1"))
             .bind(v.authority.user_id)
-            .fetch_optional(pool(ctx))
+            .fetch_optional(pool)
             .await?;
     Ok(groups.unwrap_or_default())
 }
@@ -791,7 +829,7 @@ impl DirectoryQuery {
         let mut qb = QueryBuilder::new(format!(
             "SELECT g.group_id, g.tenant_id, g.name, g.timezone FROM {DIRECTORY}.groups g WHERE NOT g.deleted"
         ));
-        scope::groups(&mut qb, v, "g", own_groups(ctx, v).await?).await;
+        scope::groups(&mut qb, v, "g", own_groups(pool(ctx), v).await?).await;
         if let Some(tenant) = tenant_id {
             qb.push(" AND g.tenant_id = ").push_bind(tenant);
         }
