@@ -49,12 +49,13 @@ pub async fn rebuild(
         progress(RebuildProgress { projection: name, position, head, rate, done });
     };
     let mut position = 0;
-    loop {
-        let batch = log.read_batch(position, REBUILD_BATCH).await?;
-        if batch.is_empty() {
-            break;
-        }
-        position = apply(&mut conn, projection, &next, position, &batch).await?;
+    let mut batch = log.read_batch(position, REBUILD_BATCH).await?;
+    // The next batch is read (on another connection) while this one is applied.
+    while let Some(last) = batch.last().map(|e| e.position) {
+        let (applied, following) =
+            tokio::join!(apply(&mut conn, projection, &next, position, &batch), log.read_batch(last, REBUILD_BATCH));
+        position = applied?;
+        batch = following?;
         report(position, false);
     }
     // Indexes built in one go over the loaded tables, and statistics (and the visibility map, for
