@@ -1,7 +1,7 @@
-//! The call aggregate (keyed by call id): one recorded call. So far it knows how a call started (what the
-//! recorder saw) and to whom it is assigned. A call whose extension matched no user is unassigned; the
-//! write side's index lists unassigned calls by extension so an administrator can assign them all.
-//! The recording itself (pauses, end, files) joins this aggregate with the recorder.
+//! The call aggregate (keyed by call id): one recorded call, as the recorder reports it (start, the
+//! participants as the metadata names them, pauses, DTMF, the end, the stored file or what was lost) and
+//! as administrators assign it. A call whose extension matched no user is unassigned; the write side's
+//! index lists unassigned calls by extension so an administrator can assign them all.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -10,6 +10,7 @@ use uuid::Uuid;
 use crate::aggregate::{Aggregate, DomainEvent};
 use crate::index::{IndexChange, IndexKey, Namespace};
 use crate::names::{self, NameError};
+use crate::recording_policy::AudioFormat;
 
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Call {
@@ -18,6 +19,40 @@ pub struct Call {
     extension: Option<String>,
     user_id: Option<Uuid>,
     started_at: Option<DateTime<Utc>>,
+    /// Since when the recording is paused, while it is.
+    paused_at: Option<DateTime<Utc>>,
+    ended_at: Option<DateTime<Utc>>,
+    /// The SHA-256 of the stored recording, once stored.
+    stored: Option<String>,
+}
+
+/// Why a call's recording ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallEndReason {
+    /// A party hung up (BYE).
+    Bye,
+    /// The call was cancelled before it was answered (CANCEL).
+    Cancel,
+    /// No RTP arrived for longer than the configured inactivity timeout.
+    RtpTimeout,
+    /// The recorder was shut down during the call.
+    RecorderShutdown,
+    /// The recorder stopped without finishing the call; a restarted recorder finalised it.
+    RecorderRestarted,
+}
+
+/// The stored file of a call's recording.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredRecording {
+    /// Where the file is: the storage target's id and the object's path within it.
+    pub storage_target_id: Option<Uuid>,
+    pub location: String,
+    pub format: AudioFormat,
+    pub size_bytes: u64,
+    pub duration_ms: u64,
+    /// Hex SHA-256 of the stored bytes.
+    pub sha256: String,
 }
 
 /// Which way a call went, seen from the recorded party.
@@ -68,12 +103,81 @@ pub enum CallCommand {
         user_id: Uuid,
         extension: Option<String>,
     },
+    /// The metadata named the participants (later than the start, or better): the recorder reports them,
+    /// with the extension and user it now recognises. A call an administrator already assigned keeps its user.
+    IdentifyParticipants {
+        participants: Vec<Participant>,
+        extension: Option<String>,
+        user_id: Option<Uuid>,
+    },
+    PauseRecording {
+        at: DateTime<Utc>,
+    },
+    ResumeRecording {
+        at: DateTime<Utc>,
+    },
+    RecordDtmf {
+        /// One of `0`–`9`, `*`, `#`, `A`–`D`.
+        digit: char,
+        at: DateTime<Utc>,
+        duration_ms: u32,
+    },
+    EndCall {
+        reason: CallEndReason,
+        at: DateTime<Utc>,
+    },
+    RecordStoredRecording {
+        recording: StoredRecording,
+    },
+    /// Part of a recording could not be kept (what and why); the call goes on or ends as it does.
+    RecordFailure {
+        lost: String,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CallEvent {
-    CallStarted { call_id: Uuid, start: CallStart },
-    CallAssigned { user_id: Uuid, extension: Option<String>, previous_user_id: Option<Uuid> },
+    CallStarted {
+        call_id: Uuid,
+        start: CallStart,
+    },
+    CallAssigned {
+        user_id: Uuid,
+        extension: Option<String>,
+        previous_user_id: Option<Uuid>,
+    },
+    ParticipantsIdentified {
+        participants: Vec<Participant>,
+        extension: Option<String>,
+        user_id: Option<Uuid>,
+    },
+    RecordingPaused {
+        at: DateTime<Utc>,
+    },
+    RecordingResumed {
+        at: DateTime<Utc>,
+        paused_ms: u64,
+    },
+    /// `offset_ms` counts from the call's start.
+    DtmfReceived {
+        digit: char,
+        at: DateTime<Utc>,
+        offset_ms: u64,
+        duration_ms: u32,
+    },
+    CallEnded {
+        reason: CallEndReason,
+        at: DateTime<Utc>,
+        duration_ms: u64,
+    },
+    RecordingStored {
+        recording: StoredRecording,
+    },
+    RecordingFailed {
+        lost: String,
+        reason: String,
+    },
 }
 
 impl DomainEvent for CallEvent {
@@ -81,6 +185,13 @@ impl DomainEvent for CallEvent {
         match self {
             Self::CallStarted { .. } => "CallStarted",
             Self::CallAssigned { .. } => "CallAssigned",
+            Self::ParticipantsIdentified { .. } => "ParticipantsIdentified",
+            Self::RecordingPaused { .. } => "RecordingPaused",
+            Self::RecordingResumed { .. } => "RecordingResumed",
+            Self::DtmfReceived { .. } => "DtmfReceived",
+            Self::CallEnded { .. } => "CallEnded",
+            Self::RecordingStored { .. } => "RecordingStored",
+            Self::RecordingFailed { .. } => "RecordingFailed",
         }
     }
 
@@ -99,6 +210,22 @@ pub enum CallError {
     InvalidExtension(NameError),
     #[error("a SIP Call-ID must be 1 to 1024 printable characters")]
     InvalidSipCallId,
+    #[error("this call has ended")]
+    AlreadyEnded,
+    #[error("the call has not ended yet; its recording is stored when it has")]
+    NotEnded,
+    #[error("a different recording of this call is stored already")]
+    AlreadyStored,
+    #[error("a time before the call's start")]
+    BeforeStart,
+    #[error("a DTMF digit is one of 0-9, *, #, A-D")]
+    InvalidDigit,
+    #[error("a stored recording needs a location and a SHA-256 of 64 hex digits")]
+    InvalidRecording,
+    #[error("a participant's address must be 1 to 2048 printable characters")]
+    InvalidParticipant,
+    #[error("say what was lost and why, in 1 to 2000 characters each")]
+    InvalidFailure,
 }
 
 impl Call {
@@ -123,6 +250,33 @@ impl Call {
         self.started_at
     }
 
+    pub fn is_paused(&self) -> bool {
+        self.paused_at.is_some()
+    }
+
+    pub fn ended_at(&self) -> Option<DateTime<Utc>> {
+        self.ended_at
+    }
+
+    /// Milliseconds from the call's start to `at` (0 before it).
+    fn offset_ms(&self, at: DateTime<Utc>) -> u64 {
+        self.started_at.map_or(0, |start| u64::try_from((at - start).num_milliseconds()).unwrap_or(0))
+    }
+
+    /// Refuses what cannot happen to this call any more (or yet): unknown, ended, or `at` before its start.
+    fn ongoing_at(&self, at: DateTime<Utc>) -> Result<(), CallError> {
+        if !self.exists() {
+            return Err(CallError::NotFound);
+        }
+        if self.ended_at.is_some() {
+            return Err(CallError::AlreadyEnded);
+        }
+        if self.started_at.is_some_and(|start| at < start) {
+            return Err(CallError::BeforeStart);
+        }
+        Ok(())
+    }
+
     /// The index key that lists this call among the unassigned calls of its extension.
     pub fn unassigned_key(tenant_id: Uuid, extension: &str, call_id: Uuid) -> IndexKey {
         IndexKey::new(Namespace::UnassignedCalls(tenant_id), format!("{extension}/{call_id}"))
@@ -134,6 +288,19 @@ impl Call {
             _ => None,
         }
     }
+}
+
+fn valid_participants(participants: &[Participant]) -> Result<(), CallError> {
+    let bad = |p: &Participant| {
+        p.aor.trim().is_empty()
+            || p.aor.len() > 2048
+            || p.aor.chars().any(char::is_control)
+            || p.name.as_ref().is_some_and(|n| n.len() > 512 || n.chars().any(char::is_control))
+    };
+    if participants.len() > 64 || participants.iter().any(bad) {
+        return Err(CallError::InvalidParticipant);
+    }
+    Ok(())
 }
 
 fn optional_extension(extension: Option<String>) -> Result<Option<String>, CallError> {
@@ -162,6 +329,7 @@ impl Aggregate for Call {
                     return Err(CallError::InvalidSipCallId);
                 }
                 let extension = optional_extension(start.extension)?;
+                valid_participants(&start.participants)?;
                 Ok(vec![CallEvent::CallStarted { call_id, start: CallStart { sip_call_id, extension, ..start } }])
             }
             CallCommand::AssignCall { user_id, extension } => {
@@ -173,6 +341,85 @@ impl Aggregate for Call {
                     return Ok(vec![]);
                 }
                 Ok(vec![CallEvent::CallAssigned { user_id, extension, previous_user_id: self.user_id }])
+            }
+            CallCommand::IdentifyParticipants { participants, extension, user_id } => {
+                if !self.exists() {
+                    return Err(CallError::NotFound);
+                }
+                valid_participants(&participants)?;
+                // An assigned call keeps its user and extension: an administrator's assignment (or the
+                // start's match) is not undone by later metadata.
+                let (extension, user_id) = match self.user_id {
+                    Some(user) => (self.extension.clone(), Some(user)),
+                    None => (optional_extension(extension)?.or_else(|| self.extension.clone()), user_id),
+                };
+                Ok(vec![CallEvent::ParticipantsIdentified { participants, extension, user_id }])
+            }
+            CallCommand::PauseRecording { at } => {
+                self.ongoing_at(at)?;
+                if self.paused_at.is_some() {
+                    return Ok(vec![]);
+                }
+                Ok(vec![CallEvent::RecordingPaused { at }])
+            }
+            CallCommand::ResumeRecording { at } => {
+                self.ongoing_at(at)?;
+                let Some(paused_at) = self.paused_at else { return Ok(vec![]) };
+                if at < paused_at {
+                    return Err(CallError::BeforeStart);
+                }
+                let paused_ms = u64::try_from((at - paused_at).num_milliseconds()).unwrap_or(0);
+                Ok(vec![CallEvent::RecordingResumed { at, paused_ms }])
+            }
+            CallCommand::RecordDtmf { digit, at, duration_ms } => {
+                self.ongoing_at(at)?;
+                if !matches!(digit, '0'..='9' | '*' | '#' | 'A'..='D') {
+                    return Err(CallError::InvalidDigit);
+                }
+                Ok(vec![CallEvent::DtmfReceived { digit, at, offset_ms: self.offset_ms(at), duration_ms }])
+            }
+            CallCommand::EndCall { reason, at } => {
+                if self.ended_at.is_some() && self.exists() {
+                    // The end may be reported again (a retry, a restarted recorder): it happened once.
+                    return Ok(vec![]);
+                }
+                self.ongoing_at(at)?;
+                Ok(vec![CallEvent::CallEnded { reason, at, duration_ms: self.offset_ms(at) }])
+            }
+            CallCommand::RecordStoredRecording { recording } => {
+                if !self.exists() {
+                    return Err(CallError::NotFound);
+                }
+                if self.ended_at.is_none() {
+                    return Err(CallError::NotEnded);
+                }
+                let sha256 = recording.sha256.to_ascii_lowercase();
+                let location = recording.location.trim().to_owned();
+                if location.is_empty()
+                    || location.len() > 4096
+                    || sha256.len() != 64
+                    || !sha256.chars().all(|c| c.is_ascii_hexdigit())
+                {
+                    return Err(CallError::InvalidRecording);
+                }
+                match &self.stored {
+                    Some(stored) if *stored == sha256 => Ok(vec![]),
+                    Some(_) => Err(CallError::AlreadyStored),
+                    None => Ok(vec![CallEvent::RecordingStored {
+                        recording: StoredRecording { location, sha256, ..recording },
+                    }]),
+                }
+            }
+            CallCommand::RecordFailure { lost, reason } => {
+                if !self.exists() {
+                    return Err(CallError::NotFound);
+                }
+                let (lost, reason) = (lost.trim().to_owned(), reason.trim().to_owned());
+                let bad = |t: &str| t.is_empty() || t.len() > 2000;
+                if bad(&lost) || bad(&reason) {
+                    return Err(CallError::InvalidFailure);
+                }
+                Ok(vec![CallEvent::RecordingFailed { lost, reason }])
             }
         }
     }
@@ -190,6 +437,18 @@ impl Aggregate for Call {
                 self.user_id = Some(user_id);
                 self.extension = extension;
             }
+            CallEvent::ParticipantsIdentified { extension, user_id, .. } => {
+                self.extension = extension;
+                self.user_id = user_id;
+            }
+            CallEvent::RecordingPaused { at } => self.paused_at = Some(at),
+            CallEvent::RecordingResumed { .. } => self.paused_at = None,
+            CallEvent::DtmfReceived { .. } | CallEvent::RecordingFailed { .. } => {}
+            CallEvent::CallEnded { at, .. } => {
+                self.ended_at = Some(at);
+                self.paused_at = None;
+            }
+            CallEvent::RecordingStored { recording } => self.stored = Some(recording.sha256),
         }
     }
 
@@ -204,6 +463,20 @@ impl Aggregate for Call {
             CallEvent::CallAssigned { .. } => {
                 self.listed_as_unassigned().map(IndexChange::Release).into_iter().collect()
             }
+            CallEvent::ParticipantsIdentified { extension, user_id, .. } => {
+                let before = self.listed_as_unassigned();
+                let after = match (self.tenant_id, extension, user_id) {
+                    (Some(tenant), Some(extension), None) => {
+                        Some(Self::unassigned_key(tenant, extension, self.call_id))
+                    }
+                    _ => None,
+                };
+                if before == after {
+                    return Vec::new();
+                }
+                before.map(IndexChange::Release).into_iter().chain(after.map(IndexChange::Claim)).collect()
+            }
+            _ => Vec::new(),
         }
     }
 }
@@ -287,5 +560,119 @@ mod tests {
             when::<Call>([], CallCommand::AssignCall { user_id: ALICE, extension: None }, &()),
             Err(CallError::NotFound)
         );
+    }
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap_or_default()
+    }
+
+    #[test]
+    fn pauses_dtmf_and_the_end_are_recorded_once_with_their_times_from_the_start() {
+        let mut events = started(Some("2001"), Some(ALICE));
+        let mut run = |command| {
+            let result = when::<Call>(events.clone(), command, &());
+            if let Ok(new) = &result {
+                events.extend(new.iter().cloned());
+            }
+            result
+        };
+        assert_eq!(
+            run(CallCommand::PauseRecording { at: at(10) }),
+            Ok(vec![CallEvent::RecordingPaused { at: at(10) }])
+        );
+        assert_eq!(run(CallCommand::PauseRecording { at: at(11) }), Ok(vec![]), "already paused");
+        assert_eq!(run(CallCommand::ResumeRecording { at: at(9) }), Err(CallError::BeforeStart));
+        assert_eq!(
+            run(CallCommand::ResumeRecording { at: at(25) }),
+            Ok(vec![CallEvent::RecordingResumed { at: at(25), paused_ms: 15_000 }])
+        );
+        assert_eq!(run(CallCommand::ResumeRecording { at: at(26) }), Ok(vec![]), "not paused");
+        assert_eq!(
+            run(CallCommand::RecordDtmf { digit: '#', at: at(30), duration_ms: 120 }),
+            Ok(vec![CallEvent::DtmfReceived { digit: '#', at: at(30), offset_ms: 30_000, duration_ms: 120 }])
+        );
+        assert_eq!(
+            run(CallCommand::RecordDtmf { digit: 'x', at: at(31), duration_ms: 80 }),
+            Err(CallError::InvalidDigit)
+        );
+        assert_eq!(run(CallCommand::PauseRecording { at: at(-5) }), Err(CallError::BeforeStart));
+        let end = CallCommand::EndCall { reason: CallEndReason::Bye, at: at(60) };
+        assert_eq!(
+            run(end),
+            Ok(vec![CallEvent::CallEnded { reason: CallEndReason::Bye, at: at(60), duration_ms: 60_000 }])
+        );
+        let again = CallCommand::EndCall { reason: CallEndReason::RecorderRestarted, at: at(70) };
+        assert_eq!(run(again), Ok(vec![]), "a call ends once");
+        assert_eq!(run(CallCommand::PauseRecording { at: at(61) }), Err(CallError::AlreadyEnded));
+        assert_eq!(
+            run(CallCommand::RecordDtmf { digit: '1', at: at(61), duration_ms: 80 }),
+            Err(CallError::AlreadyEnded)
+        );
+    }
+
+    #[test]
+    fn a_recording_is_stored_once_after_the_end() {
+        let recording = |sha: &str| StoredRecording {
+            storage_target_id: None,
+            location: "tenant/2026/12/03/call.mp3".into(),
+            format: AudioFormat::Mp3Stereo32,
+            size_bytes: 240_000,
+            duration_ms: 60_000,
+            sha256: sha.into(),
+        };
+        let sha = "ab".repeat(32);
+        let store = |sha: &str| CallCommand::RecordStoredRecording { recording: recording(sha) };
+        let ongoing = started(None, None);
+        assert_eq!(when::<Call>(ongoing.clone(), store(&sha), &()), Err(CallError::NotEnded));
+        let mut ended = ongoing;
+        ended.push(CallEvent::CallEnded { reason: CallEndReason::RtpTimeout, at: at(60), duration_ms: 60_000 });
+        assert_eq!(when::<Call>(ended.clone(), store("abc"), &()), Err(CallError::InvalidRecording));
+        let stored = CallEvent::RecordingStored { recording: recording(&sha) };
+        assert_eq!(when::<Call>(ended.clone(), store(&sha.to_uppercase()), &()), Ok(vec![stored.clone()]));
+        ended.push(stored);
+        assert_eq!(when::<Call>(ended.clone(), store(&sha), &()), Ok(vec![]), "the same file again");
+        assert_eq!(when::<Call>(ended.clone(), store(&"cd".repeat(32)), &()), Err(CallError::AlreadyStored));
+        let failure = CallCommand::RecordFailure { lost: "the last 2 s".into(), reason: "spool full".into() };
+        assert_eq!(
+            when::<Call>(ended, failure, &()),
+            Ok(vec![CallEvent::RecordingFailed { lost: "the last 2 s".into(), reason: "spool full".into() }])
+        );
+    }
+
+    #[test]
+    fn participants_named_later_assign_an_unassigned_call_but_never_reassign_one() {
+        let agent = vec![Participant { name: Some("Alice".into()), aor: "sip:2001@pbx.example".into() }];
+        let identify = |user_id| CallCommand::IdentifyParticipants {
+            participants: agent.clone(),
+            extension: Some("2001".into()),
+            user_id,
+        };
+        // Started without a recognised extension: unassigned under "placeholder" until the metadata names it.
+        let unassigned = started(Some("9999"), None);
+        let identified = CallEvent::ParticipantsIdentified {
+            participants: agent.clone(),
+            extension: Some("2001".into()),
+            user_id: Some(ALICE),
+        };
+        assert_eq!(when::<Call>(unassigned.clone(), identify(Some(ALICE)), &()), Ok(vec![identified.clone()]));
+        let call = given::<Call>(unassigned);
+        assert_eq!(
+            call.index_changes(&identified),
+            vec![IndexChange::Release(Call::unassigned_key(TENANT, "9999", CALL))]
+        );
+        // An assigned call keeps its user whatever the metadata says later.
+        let bob = Uuid::from_u128(0xB0B);
+        let assigned = started(Some("2001"), Some(ALICE));
+        assert_eq!(
+            when::<Call>(assigned, identify(Some(bob)), &()),
+            Ok(vec![CallEvent::ParticipantsIdentified {
+                participants: agent.clone(),
+                extension: Some("2001".into()),
+                user_id: Some(ALICE)
+            }])
+        );
+        let hostile = vec![Participant { name: None, aor: "sip:\u{0}@x".into() }];
+        let refused = CallCommand::IdentifyParticipants { participants: hostile, extension: None, user_id: None };
+        assert_eq!(when::<Call>(started(None, None), refused, &()), Err(CallError::InvalidParticipant));
     }
 }

@@ -3,6 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::call::CallDirection;
+use crate::user::RecordingSettings;
+
 /// Whether a user's calls are recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -100,5 +103,92 @@ impl RetentionPolicy {
 impl Default for RetentionPolicy {
     fn default() -> Self {
         Self { recordings_days: None, audit_days: Self::MIN_AUDIT_DAYS }
+    }
+}
+
+/// What the recorder does with a call, by the recorded user's settings and the tenant's rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordingDecision {
+    /// Record the call and keep the recording.
+    Record,
+    /// Record only when recording is asked for during the call.
+    OnDemand,
+    /// Do not record the call.
+    DoNotRecord,
+}
+
+/// Decides a call's recording: `user` is the recorded user's settings, `None` for an extension of nobody
+/// (then the tenant's rule for unassigned calls applies, and if it records, the tenant's default mode and
+/// direction). A user on "tenant default" takes the tenant's mode and direction. Internal calls and calls
+/// whose direction is unknown match every direction: nothing is lost for want of knowing which way it went.
+pub fn decide_recording(
+    user: Option<&RecordingSettings>,
+    tenant: &DefaultRecordingRule,
+    direction: CallDirection,
+) -> RecordingDecision {
+    let (mode, wanted) = match user {
+        None if tenant.unassigned_calls == UnassignedCallRule::DoNotRecord => return RecordingDecision::DoNotRecord,
+        None => (tenant.record, tenant.direction),
+        Some(settings) if settings.record == RecordMode::TenantDefault => (tenant.record, tenant.direction),
+        Some(settings) => (settings.record, settings.direction),
+    };
+    let direction_matches = matches!(
+        (wanted, direction),
+        (RecordDirection::Both, _)
+            | (_, CallDirection::Internal | CallDirection::Unknown)
+            | (RecordDirection::Inbound, CallDirection::Inbound)
+            | (RecordDirection::Outbound, CallDirection::Outbound)
+    );
+    match mode {
+        _ if !direction_matches => RecordingDecision::DoNotRecord,
+        RecordMode::Always => RecordingDecision::Record,
+        RecordMode::OnDemand => RecordingDecision::OnDemand,
+        // A tenant default is never itself "tenant default"; if it were, record rather than lose the call.
+        RecordMode::TenantDefault => RecordingDecision::Record,
+        RecordMode::Never => RecordingDecision::DoNotRecord,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(record: RecordMode, direction: RecordDirection, unassigned: UnassignedCallRule) -> DefaultRecordingRule {
+        DefaultRecordingRule { record, direction, unassigned_calls: unassigned }
+    }
+
+    fn user(record: RecordMode, direction: RecordDirection) -> RecordingSettings {
+        RecordingSettings { record, direction }
+    }
+
+    #[test]
+    fn a_users_own_mode_and_direction_decide_unless_they_defer_to_the_tenant() {
+        use RecordingDecision::*;
+        let tenant = rule(RecordMode::Never, RecordDirection::Both, UnassignedCallRule::Record);
+        let inbound_only = user(RecordMode::Always, RecordDirection::Inbound);
+        assert_eq!(decide_recording(Some(&inbound_only), &tenant, CallDirection::Inbound), Record);
+        assert_eq!(decide_recording(Some(&inbound_only), &tenant, CallDirection::Outbound), DoNotRecord);
+        assert_eq!(decide_recording(Some(&inbound_only), &tenant, CallDirection::Internal), Record);
+        let on_demand = user(RecordMode::OnDemand, RecordDirection::Both);
+        assert_eq!(decide_recording(Some(&on_demand), &tenant, CallDirection::Outbound), OnDemand);
+        let deferring = user(RecordMode::TenantDefault, RecordDirection::Inbound);
+        assert_eq!(decide_recording(Some(&deferring), &tenant, CallDirection::Inbound), DoNotRecord);
+        let always = rule(RecordMode::Always, RecordDirection::Outbound, UnassignedCallRule::Record);
+        assert_eq!(decide_recording(Some(&deferring), &always, CallDirection::Outbound), Record);
+        assert_eq!(decide_recording(Some(&deferring), &always, CallDirection::Inbound), DoNotRecord);
+        let never = user(RecordMode::Never, RecordDirection::Both);
+        assert_eq!(decide_recording(Some(&never), &always, CallDirection::Outbound), DoNotRecord);
+    }
+
+    #[test]
+    fn calls_of_nobodys_extension_follow_the_tenants_rule_for_unassigned_calls() {
+        use RecordingDecision::*;
+        let records = rule(RecordMode::Always, RecordDirection::Both, UnassignedCallRule::Record);
+        assert_eq!(decide_recording(None, &records, CallDirection::Unknown), Record);
+        let skips = rule(RecordMode::Always, RecordDirection::Both, UnassignedCallRule::DoNotRecord);
+        assert_eq!(decide_recording(None, &skips, CallDirection::Inbound), DoNotRecord);
+        let inbound = rule(RecordMode::Always, RecordDirection::Inbound, UnassignedCallRule::Record);
+        assert_eq!(decide_recording(None, &inbound, CallDirection::Outbound), DoNotRecord);
     }
 }

@@ -59,6 +59,7 @@ async fn call_user(state: &ApiState, event: &LoggedEvent, payload: &Value) -> Op
         .get("CallStarted")
         .and_then(|started| started["start"]["user_id"].as_str())
         .or_else(|| payload.get("CallAssigned").and_then(|assigned| assigned["user_id"].as_str()))
+        .or_else(|| payload.get("ParticipantsIdentified").and_then(|named| named["user_id"].as_str()))
         .and_then(|id| Uuid::parse_str(id).ok());
     if from_payload.is_some() || payload.get("CallStarted").is_some() {
         return from_payload;

@@ -55,6 +55,10 @@ remote_enum!(
     CallDirectionGql = "CallDirection" => "recall_domain::call::CallDirection" { Inbound, Outbound, Internal, Unknown }
 );
 remote_enum!(
+    /// Why a call's recording ended.
+    CallEndReasonGql = "CallEndReason" => "recall_domain::call::CallEndReason" { Bye, Cancel, RtpTimeout, RecorderShutdown, RecorderRestarted }
+);
+remote_enum!(
     /// A view whose fields can be shown or hidden.
     LayoutGql = "Layout" => "recall_domain::field_visibility::Layout" { Recordings, CallDetails, Users, AuditTrail }
 );

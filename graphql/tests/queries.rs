@@ -285,6 +285,53 @@ async fn a_groups_calls_come_newest_first_across_pages(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
+async fn a_calls_end_pauses_digits_and_stored_file_are_read_back(pool: PgPool) {
+    use recall_domain::call::{CallEndReason, StoredRecording};
+    let api = api(pool).await;
+    let w = &api.world;
+    let started = chrono::Utc::now() - chrono::Duration::minutes(5);
+    let call_id = record_call_at(w, w.tenant_a, Some(w.agent_a1.user_id), "dave", started).await;
+    let at = |s: i64| started + chrono::Duration::seconds(s);
+    let calls = CommandService::<Call>::new(w.log.clone(), ());
+    for command in [
+        CallCommand::PauseRecording { at: at(5) },
+        CallCommand::ResumeRecording { at: at(7) },
+        CallCommand::RecordDtmf { digit: '9', at: at(8), duration_ms: 90 },
+        CallCommand::EndCall { reason: CallEndReason::RtpTimeout, at: at(30) },
+        CallCommand::RecordStoredRecording {
+            recording: StoredRecording {
+                storage_target_id: None,
+                location: "a/b.wav".into(),
+                format: recall_domain::recording_policy::AudioFormat::WavStereo,
+                size_bytes: 960_000,
+                duration_ms: 30_000,
+                sha256: "1a".repeat(32),
+            },
+        },
+    ] {
+        let meta = CommandMeta::system("recorder:rec").in_tenant(w.tenant_a);
+        calls.execute(&call_id.to_string(), command, meta).await.expect("recorded");
+    }
+    api.caught_up().await;
+    let q = format!(
+        "{{ call(id: \"{call_id}\") {{ endReason durationMs pausedMs pausedSince dtmf failures
+             recording {{ location format sizeBytes durationMs sha256 }} }} }}"
+    );
+    let body = api.query(&w.supervisor_a, &q).await;
+    let call = &body["data"]["call"];
+    assert_eq!(call["endReason"], "RTP_TIMEOUT", "{body}");
+    assert_eq!(call["durationMs"], 30_000);
+    assert_eq!(call["pausedMs"], 2_000);
+    assert_eq!(call["pausedSince"], Value::Null);
+    assert_eq!(call["dtmf"], "9");
+    assert_eq!(call["failures"], serde_json::json!([]));
+    assert_eq!(call["recording"]["format"], "WAV_STEREO");
+    assert_eq!(call["recording"]["sha256"], "1a".repeat(32));
+    // The agent of another group does not see it at all.
+    assert_eq!(api.query(&w.agent_a2, &q).await["data"]["call"], Value::Null);
+}
+
+#[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
 async fn without_a_valid_session_nothing_is_read(pool: PgPool) {
     let api = api(pool).await;
     let w = &api.world;

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use recall_commands::LoggedEvent;
-use recall_domain::call::CallEvent;
+use recall_domain::call::{CallEvent, Participant};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -70,7 +70,7 @@ impl Projection for Calls {
     }
 
     fn version(&self) -> i32 {
-        1
+        2
     }
 
     fn create(&self, s: &str) -> Vec<String> {
@@ -81,7 +81,9 @@ impl Projection for Calls {
                     participants jsonb NOT NULL, extension text, user_id uuid, site text NOT NULL,
                     recorder_node text NOT NULL, started_at timestamptz NOT NULL, ended_at timestamptz,
                     duration_ms bigint, custom jsonb NOT NULL DEFAULT '{{}}', assigned_at timestamptz,
-                    search tsvector NOT NULL)"
+                    search tsvector NOT NULL, end_reason text, paused_since timestamptz,
+                    paused_ms bigint NOT NULL DEFAULT 0, dtmf text NOT NULL DEFAULT '',
+                    recording jsonb, failures jsonb NOT NULL DEFAULT '[]')"
             ),
         ]
     }
@@ -107,13 +109,11 @@ impl Projection for Calls {
             for event in events.iter().filter(|e| e.event.aggregate_type == "Call") {
                 match payload::<CallEvent>(event)? {
                     CallEvent::CallStarted { call_id, start } => {
-                        let mut search: Vec<&str> = vec![&start.sip_call_id];
-                        search.extend(start.extension.as_deref());
-                        for p in &start.participants {
-                            search.extend(p.name.as_deref());
-                            search.push(&p.aor);
-                        }
-                        starts.search.push(search.join(" "));
+                        starts.search.push(search_text(
+                            &start.sip_call_id,
+                            start.extension.as_deref(),
+                            &start.participants,
+                        ));
                         starts.call_id.push(call_id);
                         starts.tenant_id.push(start.tenant_id);
                         starts.direction.push(text(&start.direction));
@@ -125,24 +125,111 @@ impl Projection for Calls {
                         starts.started_at.push(start.started_at);
                         starts.sip_call_id.push(start.sip_call_id);
                     }
-                    CallEvent::CallAssigned { user_id, extension, .. } => {
+                    other => {
                         starts.flush(conn, s).await?;
-                        sqlx::query(&format!(
-                            "UPDATE {s}.calls SET user_id = $2, extension = $3, assigned_at = $4 WHERE call_id = $1"
-                        ))
-                        .bind(
-                            Uuid::parse_str(&event.event.aggregate_id)
-                                .map_err(|e| ProjectionError::unreadable(event, e))?,
-                        )
-                        .bind(user_id)
-                        .bind(extension)
-                        .bind(event.event.recorded_at)
-                        .execute(&mut *conn)
-                        .await?;
+                        let call_id = Uuid::parse_str(&event.event.aggregate_id)
+                            .map_err(|e| ProjectionError::unreadable(event, e))?;
+                        update(conn, s, call_id, event.event.recorded_at, other).await?;
                     }
                 }
             }
             starts.flush(conn, s).await
         })
     }
+}
+
+/// The words a call is found by: its SIP Call-ID, extension, and the parties' names and addresses.
+fn search_text(sip_call_id: &str, extension: Option<&str>, participants: &[Participant]) -> String {
+    let mut search: Vec<&str> = vec![sip_call_id];
+    search.extend(extension);
+    for p in participants {
+        search.extend(p.name.as_deref());
+        search.push(&p.aor);
+    }
+    search.join(" ")
+}
+
+/// Applies one call event other than a start to its row.
+async fn update(
+    conn: &mut PgConnection,
+    s: &str,
+    call_id: Uuid,
+    recorded_at: DateTime<Utc>,
+    event: CallEvent,
+) -> Result<(), ProjectionError> {
+    let (sql, binds): (String, Vec<Bind>) = match event {
+        CallEvent::CallStarted { .. } => return Ok(()),
+        CallEvent::CallAssigned { user_id, extension, .. } => (
+            format!("UPDATE {s}.calls SET user_id = $2, extension = $3, assigned_at = $4 WHERE call_id = $1"),
+            vec![Bind::Id(Some(user_id)), Bind::Text(extension), Bind::Time(recorded_at)],
+        ),
+        CallEvent::ParticipantsIdentified { participants, extension, user_id } => {
+            let sip_call_id: Option<String> =
+                sqlx::query_scalar(&format!("SELECT sip_call_id FROM {s}.calls WHERE call_id = $1"))
+                    .bind(call_id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            let search = search_text(sip_call_id.as_deref().unwrap_or_default(), extension.as_deref(), &participants);
+            (
+                format!(
+                    "UPDATE {s}.calls SET participants = $2::jsonb, extension = $3, user_id = $4,
+                            search = to_tsvector('simple', $5) WHERE call_id = $1"
+                ),
+                vec![
+                    Bind::Text(Some(serde_json::to_string(&participants).unwrap_or_else(|_| "[]".into()))),
+                    Bind::Text(extension),
+                    Bind::Id(user_id),
+                    Bind::Text(Some(search)),
+                ],
+            )
+        }
+        CallEvent::RecordingPaused { at } => {
+            (format!("UPDATE {s}.calls SET paused_since = $2 WHERE call_id = $1"), vec![Bind::Time(at)])
+        }
+        CallEvent::RecordingResumed { paused_ms, .. } => (
+            format!("UPDATE {s}.calls SET paused_since = NULL, paused_ms = paused_ms + $2 WHERE call_id = $1"),
+            vec![Bind::Number(paused_ms)],
+        ),
+        CallEvent::DtmfReceived { digit, .. } => (
+            format!("UPDATE {s}.calls SET dtmf = dtmf || $2 WHERE call_id = $1"),
+            vec![Bind::Text(Some(digit.to_string()))],
+        ),
+        CallEvent::CallEnded { reason, at, duration_ms } => (
+            format!(
+                "UPDATE {s}.calls SET ended_at = $2, duration_ms = $3, end_reason = $4, paused_since = NULL
+                  WHERE call_id = $1"
+            ),
+            vec![Bind::Time(at), Bind::Number(duration_ms), Bind::Text(Some(text(&reason)))],
+        ),
+        CallEvent::RecordingStored { recording } => (
+            format!("UPDATE {s}.calls SET recording = $2::jsonb WHERE call_id = $1"),
+            vec![Bind::Text(Some(serde_json::to_string(&recording).unwrap_or_default()))],
+        ),
+        CallEvent::RecordingFailed { lost, reason } => (
+            format!(
+                "UPDATE {s}.calls SET failures = failures || jsonb_build_array(jsonb_build_object('lost', $2::text,
+                        'reason', $3::text, 'at', $4::timestamptz)) WHERE call_id = $1"
+            ),
+            vec![Bind::Text(Some(lost)), Bind::Text(Some(reason)), Bind::Time(recorded_at)],
+        ),
+    };
+    let mut query = sqlx::query(&sql).bind(call_id);
+    for bind in binds {
+        query = match bind {
+            Bind::Id(id) => query.bind(id),
+            Bind::Text(text) => query.bind(text),
+            Bind::Time(time) => query.bind(time),
+            Bind::Number(n) => query.bind(i64::try_from(n).unwrap_or(i64::MAX)),
+        };
+    }
+    query.execute(conn).await?;
+    Ok(())
+}
+
+/// A parameter of one of [`update`]'s statements.
+enum Bind {
+    Id(Option<Uuid>),
+    Text(Option<String>),
+    Time(DateTime<Utc>),
+    Number(u64),
 }

@@ -191,3 +191,101 @@ async fn two_runners_share_the_work_without_projecting_twice(pool: PgPool) {
     world.shutdown.cancel();
     futures::future::join_all(tasks).await;
 }
+
+#[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
+async fn a_calls_lifecycle_reaches_its_row_and_a_rebuild_gives_the_same_row(pool: PgPool) {
+    use recall_commands::CommandService;
+    use recall_domain::call::{
+        Call, CallCommand, CallDirection, CallEndReason, CallStart, Participant, StoredRecording,
+    };
+    use recall_domain::recording_policy::AudioFormat;
+    use recall_domain::CommandMeta;
+
+    let world = World::build(pool.clone()).await;
+    let projector = projector(&world);
+    let tasks = projector.spawn(world.shutdown.clone());
+    let calls = CommandService::<Call>::new(world.log.clone(), ());
+    let call_id = uuid::Uuid::now_v7();
+    let id = call_id.to_string();
+    let t0 = chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("time");
+    let at = |s: i64| t0 + chrono::Duration::seconds(s);
+    let meta = || CommandMeta::system("recorder:rec-1").in_tenant(world.tenant_a);
+    let start = CallStart {
+        tenant_id: world.tenant_a,
+        sip_call_id: "f81d4fae@sbc.example".into(),
+        direction: CallDirection::Inbound,
+        participants: vec![Participant { name: None, aor: "sip:placeholder@sbc.example".into() }],
+        extension: Some("7777".into()),
+        user_id: None,
+        site: "test".into(),
+        recorder_node: "rec-1".into(),
+        started_at: t0,
+    };
+    let named = vec![
+        Participant { name: Some("Agent One".into()), aor: "sip:2001@pbx.example".into() },
+        Participant { name: Some("Carol Caller".into()), aor: "tel:+4930123456".into() },
+    ];
+    let sha = "0f".repeat(32);
+    for command in [
+        CallCommand::RecordCallStart { call_id, start },
+        CallCommand::IdentifyParticipants {
+            participants: named,
+            extension: Some("2001".into()),
+            user_id: Some(world.agent_a1.user_id),
+        },
+        CallCommand::PauseRecording { at: at(10) },
+        CallCommand::ResumeRecording { at: at(14) },
+        CallCommand::RecordDtmf { digit: '4', at: at(20), duration_ms: 100 },
+        CallCommand::RecordDtmf { digit: '2', at: at(21), duration_ms: 100 },
+        CallCommand::EndCall { reason: CallEndReason::Bye, at: at(65) },
+        CallCommand::RecordStoredRecording {
+            recording: StoredRecording {
+                storage_target_id: None,
+                location: format!("{}/{call_id}.mp3", world.tenant_a),
+                format: AudioFormat::Mp3Stereo32,
+                size_bytes: 260_000,
+                duration_ms: 65_000,
+                sha256: sha.clone(),
+            },
+        },
+        CallCommand::RecordFailure { lost: "0.2 s of the right channel".into(), reason: "RTP gap".into() },
+    ] {
+        calls.execute(&id, command, meta()).await.expect("recorded");
+    }
+    caught_up(&world, &projector).await;
+
+    type Row = (Option<uuid::Uuid>, Option<String>, i64, String, Option<String>, Option<i64>, String, String, bool);
+    let row = || async {
+        sqlx::query_as::<_, Row>(
+            "SELECT user_id, extension, paused_ms, dtmf, end_reason, duration_ms, recording ->> 'sha256',
+                    failures -> 0 ->> 'reason', search @@ plainto_tsquery('simple', 'Carol')
+               FROM rm_calls.calls WHERE call_id = $1",
+        )
+        .bind(call_id)
+        .fetch_one(&pool)
+        .await
+        .expect("row")
+    };
+    let live = row().await;
+    assert_eq!(
+        live,
+        (
+            Some(world.agent_a1.user_id),
+            Some("2001".into()),
+            4_000,
+            "42".into(),
+            Some("bye".into()),
+            Some(65_000),
+            sha,
+            "RTP gap".into(),
+            true
+        )
+    );
+    let calls_projection = recall_projections::all().into_iter().find(|p| p.name() == "calls").expect("calls");
+    let before = digest(&pool, "rm_calls").await;
+    rebuild(&pool, &world.log, calls_projection.as_ref(), |_| {}).await.expect("rebuilt");
+    assert_eq!(digest(&pool, "rm_calls").await, before);
+    assert_eq!(row().await, live);
+    world.shutdown.cancel();
+    futures::future::join_all(tasks).await;
+}

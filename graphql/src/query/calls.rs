@@ -3,7 +3,7 @@
 //! fields and free text; "not assigned to users" for those whose scope reaches the whole tenant.
 
 use async_graphql::connection::Connection;
-use async_graphql::{Context, InputObject, Json, Object};
+use async_graphql::{Context, InputObject, Json, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use recall_domain::access::Scope;
 use serde_json::Value;
@@ -15,7 +15,7 @@ use crate::auth::viewer;
 use crate::error::ApiError;
 use crate::page::{connection, Page};
 use crate::scope;
-use crate::types::{gql, CallDirectionGql};
+use crate::types::{gql, AudioFormatGql, CallDirectionGql, CallEndReasonGql};
 use crate::ApiState;
 
 pub(crate) const CALLS: &str = "rm_calls";
@@ -39,6 +39,26 @@ pub struct Call {
     ended_at: Option<DateTime<Utc>>,
     duration_ms: Option<i64>,
     custom: Value,
+    end_reason: Option<String>,
+    paused_since: Option<DateTime<Utc>>,
+    paused_ms: i64,
+    dtmf: String,
+    recording: Option<Value>,
+    failures: Value,
+}
+
+/// The stored file of a call's recording.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct Recording {
+    /// The storage target holding it (none: the installation's own recordings directory).
+    pub storage_target_id: Option<Uuid>,
+    /// The object's path within the storage target.
+    pub location: String,
+    pub format: Option<AudioFormatGql>,
+    pub size_bytes: i64,
+    pub duration_ms: i64,
+    /// Hex SHA-256 of the stored bytes.
+    pub sha256: String,
 }
 
 /// A recorded call.
@@ -92,6 +112,38 @@ impl Call {
     async fn custom_fields(&self) -> Json<Value> {
         Json(self.custom.clone())
     }
+    /// Why the recording ended; null while the call goes on.
+    async fn end_reason(&self) -> Option<CallEndReasonGql> {
+        self.end_reason.as_deref().and_then(gql::<recall_domain::call::CallEndReason, _>)
+    }
+    /// Since when the recording is paused, while it is.
+    async fn paused_since(&self) -> Option<DateTime<Utc>> {
+        self.paused_since
+    }
+    /// How long the recording was paused in all (silence in the file).
+    async fn paused_ms(&self) -> i64 {
+        self.paused_ms
+    }
+    /// The DTMF digits received, in order.
+    async fn dtmf(&self) -> &str {
+        &self.dtmf
+    }
+    /// The stored file; null until it is stored.
+    async fn recording(&self) -> Option<Recording> {
+        let stored: recall_domain::call::StoredRecording = serde_json::from_value(self.recording.clone()?).ok()?;
+        Some(Recording {
+            storage_target_id: stored.storage_target_id,
+            location: stored.location,
+            format: Some(stored.format.into()),
+            size_bytes: i64::try_from(stored.size_bytes).unwrap_or(i64::MAX),
+            duration_ms: i64::try_from(stored.duration_ms).unwrap_or(i64::MAX),
+            sha256: stored.sha256,
+        })
+    }
+    /// What could not be kept of the recording and why: `[{lost, reason, at}]`.
+    async fn failures(&self) -> Json<Value> {
+        Json(self.failures.clone())
+    }
 }
 
 /// A custom field's value to match.
@@ -125,7 +177,8 @@ pub struct CallFilter {
 
 const CALL_COLUMNS: &str =
     "c.call_id, c.tenant_id, c.sip_call_id, c.direction, c.participants, c.extension, c.user_id, \
-     c.site, c.recorder_node, c.started_at, c.ended_at, c.duration_ms, c.custom";
+     c.site, c.recorder_node, c.started_at, c.ended_at, c.duration_ms, c.custom, c.end_reason, c.paused_since, \
+     c.paused_ms, c.dtmf, c.recording, c.failures";
 
 /// A group's or a supervisor's users are merged per user up to this many; beyond, one scan.
 const MERGE_AT_MOST: i64 = 100;
