@@ -1,1 +1,7 @@
-//! placeholder
+//! recall's recorder. Built so far: the spool (recordings written to local disk as the call goes, found
+//! again after a restart) and the uploader (spool → the tenant's storage target, with retries, removing
+//! the spool copy only once the upload is confirmed and reported). Signalling and media come next; nothing
+//! runs this crate yet but its tests.
+
+pub mod spool;
+pub mod upload;
