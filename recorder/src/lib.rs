@@ -3,5 +3,6 @@
 //! the spool copy only once the upload is confirmed and reported). Signalling and media come next; nothing
 //! runs this crate yet but its tests.
 
+pub mod encode;
 pub mod spool;
 pub mod upload;

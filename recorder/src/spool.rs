@@ -148,6 +148,7 @@ impl Spool {
             size: 0,
             sync_every,
             last_sync: Instant::now(),
+            patched: false,
         })
     }
 
@@ -279,6 +280,8 @@ pub struct SpoolWriter {
     size: u64,
     sync_every: Duration,
     last_sync: Instant,
+    /// The start was written over: the digest is taken from the file at the end.
+    patched: bool,
 }
 
 impl SpoolWriter {
@@ -298,9 +301,26 @@ impl SpoolWriter {
         self.size
     }
 
+    /// Writes `bytes` over the start of the file (a WAV header once the length is known).
+    pub fn patch_start(&mut self, bytes: &[u8]) -> Result<(), SpoolError> {
+        use std::os::unix::fs::FileExt;
+        if bytes.len() as u64 > self.size {
+            return Err(SpoolError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "a patch longer than the file"),
+            });
+        }
+        self.file.write_all_at(bytes, 0).map_err(io(&self.path))?;
+        self.patched = true;
+        Ok(())
+    }
+
     /// Syncs the file and hands it over for upload.
     pub fn finish(self, meta: RecordingMeta) -> Result<SpooledRecording, SpoolError> {
         self.file.sync_all().map_err(io(&self.path))?;
+        if self.patched {
+            return self.spool.adopt(self.call_id, &self.path, meta);
+        }
         let sha256 = hex::encode(self.hasher.finalize());
         self.spool.hand_over(self.call_id, &self.path, meta, self.size, sha256)
     }
