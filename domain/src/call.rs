@@ -24,6 +24,8 @@ pub struct Call {
     ended_at: Option<DateTime<Utc>>,
     /// The SHA-256 of the stored recording, once stored.
     stored: Option<String>,
+    /// When the last DTMF digit came: a digit reported again (a redelivery) is not a new digit.
+    last_dtmf_at: Option<DateTime<Utc>>,
 }
 
 /// Why a call's recording ended.
@@ -91,7 +93,8 @@ pub struct CallStart {
     pub started_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// Serializable: the recorder keeps the commands it has yet to deliver in a journal on disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CallCommand {
     RecordCallStart {
         call_id: Uuid,
@@ -376,6 +379,9 @@ impl Aggregate for Call {
                 if !matches!(digit, '0'..='9' | '*' | '#' | 'A'..='D') {
                     return Err(CallError::InvalidDigit);
                 }
+                if self.last_dtmf_at.is_some_and(|last| at <= last) {
+                    return Ok(vec![]);
+                }
                 Ok(vec![CallEvent::DtmfReceived { digit, at, offset_ms: self.offset_ms(at), duration_ms }])
             }
             CallCommand::EndCall { reason, at } => {
@@ -443,7 +449,8 @@ impl Aggregate for Call {
             }
             CallEvent::RecordingPaused { at } => self.paused_at = Some(at),
             CallEvent::RecordingResumed { .. } => self.paused_at = None,
-            CallEvent::DtmfReceived { .. } | CallEvent::RecordingFailed { .. } => {}
+            CallEvent::DtmfReceived { at, .. } => self.last_dtmf_at = Some(at),
+            CallEvent::RecordingFailed { .. } => {}
             CallEvent::CallEnded { at, .. } => {
                 self.ended_at = Some(at);
                 self.paused_at = None;
@@ -595,6 +602,8 @@ mod tests {
             run(CallCommand::RecordDtmf { digit: 'x', at: at(31), duration_ms: 80 }),
             Err(CallError::InvalidDigit)
         );
+        let again = CallCommand::RecordDtmf { digit: '#', at: at(30), duration_ms: 120 };
+        assert_eq!(run(again), Ok(vec![]), "a digit delivered again is the same digit");
         assert_eq!(run(CallCommand::PauseRecording { at: at(-5) }), Err(CallError::BeforeStart));
         let end = CallCommand::EndCall { reason: CallEndReason::Bye, at: at(60) };
         assert_eq!(
