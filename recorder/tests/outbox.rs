@@ -2,11 +2,14 @@
 //! in order when it is back; a restart that delivers some of them again leaves each fact once in the log;
 //! a journal line cut short by a crash is not taken for a command.
 
+mod common;
+
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{fast, wait_for, TENANT};
 use futures::future::BoxFuture;
 use recall_commands::testing::running_log;
 use recall_commands::{CommandError, CommandService, EventLog};
@@ -14,12 +17,9 @@ use recall_domain::call::{Call, CallCommand, CallDirection, CallEndReason, CallS
 use recall_domain::recording_policy::AudioFormat;
 use recall_domain::CommandMeta;
 use recall_recorder::outbox::{CallLog, DeliveryError, Outbox};
-use recall_recorder::upload::Backoff;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-const TENANT: Uuid = Uuid::from_u128(0x7e);
 
 /// The binary's port, as it will be: the `Call` aggregate through the command service.
 struct Log {
@@ -94,18 +94,6 @@ async fn event_types(log: &EventLog, call_id: Uuid) -> Vec<String> {
 
 const EXPECTED: [&str; 6] =
     ["CallStarted", "RecordingPaused", "RecordingResumed", "DtmfReceived", "CallEnded", "RecordingStored"];
-
-async fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !done() {
-        assert!(tokio::time::Instant::now() < deadline, "not done within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn fast() -> Backoff {
-    Backoff { first: Duration::from_millis(50), max: Duration::from_millis(200) }
-}
 
 #[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
 async fn call_events_wait_on_disk_while_the_database_is_down_and_arrive_in_order(pool: PgPool) {

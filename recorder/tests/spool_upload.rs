@@ -2,10 +2,13 @@
 //! finished recording reaches the target byte for byte and is reported as `RecordingStored`; while the
 //! target or the database is down nothing is lost, and after a restart everything left is delivered.
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{fast, wait_for, TENANT};
 use futures::future::BoxFuture;
 use object_store::local::LocalFileSystem;
 use object_store::ObjectStore;
@@ -15,13 +18,11 @@ use recall_domain::call::{Call, CallCommand, CallDirection, CallEndReason, CallS
 use recall_domain::recording_policy::AudioFormat;
 use recall_domain::CommandMeta;
 use recall_recorder::spool::{RecordingMeta, Spool, SpoolError, SpooledRecording};
-use recall_recorder::upload::{Backoff, UploadPort, Uploader};
+use recall_recorder::upload::{UploadPort, Uploader};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-const TENANT: Uuid = Uuid::from_u128(0x7e);
 
 /// The storage target is a directory that may not be there (an unmounted share); reports go to the real
 /// log unless the database is "down".
@@ -108,18 +109,6 @@ fn audio(seed: u8, len: usize) -> Vec<u8> {
     (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
 }
 
-async fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !done() {
-        assert!(tokio::time::Instant::now() < deadline, "not done within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn fast() -> Backoff {
-    Backoff { first: Duration::from_millis(50), max: Duration::from_millis(200) }
-}
-
 #[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
 async fn a_recording_leaves_the_spool_only_once_the_target_has_it_and_the_log_says_so(pool: PgPool) {
     let (log, log_shutdown) = running_log(pool).await;
@@ -162,6 +151,7 @@ async fn a_recording_leaves_the_spool_only_once_the_target_has_it_and_the_log_sa
     wait_for(Duration::from_secs(10), || !spool.file_of(&spooled).exists()).await;
     assert_eq!(port.reported.load(Ordering::SeqCst), 1);
     assert!(spool.recover().expect("recover").ready.is_empty());
+    recall_commands::testing::wait_until_sequenced(&log, Duration::from_secs(10)).await;
     let events = log.read_batch(0, 100).await.expect("log");
     let stored: Vec<_> = events.iter().filter(|e| e.event.event_type == "RecordingStored").collect();
     assert_eq!(stored.len(), 1);
