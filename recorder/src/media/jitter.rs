@@ -1,0 +1,797 @@
+//! Per-stream jitter buffer, sans-IO: [`JitterBuffer::push`] takes a packet with its arrival time,
+//! [`JitterBuffer::pop_until`] gives the stream's audio in order on its play-out clock, every gap filled with
+//! silence of exactly the missing duration (from RTP timestamps, never from packet counts). It never reads a
+//! clock, never sleeps, and never plays a packet twice or out of order.
+//!
+//! Positions are RTP ticks of the stream's clock since its origin (the arrival of its first packet):
+//! position `p` is wall-clock time `origin + p / clock_rate`. A packet is placed so that its *end* falls at
+//! its arrival time (it cannot arrive before it was captured), and is played once the play-out clock
+//! (`now - target_delay`) has passed its end: a packet up to `target_delay` late, whatever its length, is
+//! still played. The sender's clock and ours drift apart; the least lateness of recent packets measures it and
+//! the mapping is corrected one tick per played frame (a sample repeated or dropped) when it passes
+//! `drift_threshold`, so that the stream stays on the wall clock for hours.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::codec::{Codec, CodecError, Decoder, PayloadKind, PayloadTypes};
+use super::drift::DriftEstimator;
+use super::rtp::{RtpPacket, TelephoneEvent, TelephoneEventError};
+
+/// RFC 3550 A.1: a forward jump of more sequence numbers than this is a restarted sender, not loss.
+const MAX_DROPOUT: u64 = 3000;
+/// How many recent sequence numbers are remembered to recognise duplicates.
+const SEEN_WINDOW: u64 = 1024;
+/// Sources (SSRCs or re-anchored timelines) kept for packets that straggle in after a change.
+const KEPT_SOURCES: usize = 4;
+const NANOS_PER_SECOND: i128 = 1_000_000_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JitterConfig {
+    /// How late a packet may arrive (after its end on the arrival clock) and still be played; the output
+    /// lags arrival by this much.
+    pub target_delay: Duration,
+    /// How far ahead of the arrival clock a packet may claim to be. Beyond it the sender's timestamps jumped
+    /// without notice and the stream is re-anchored at the arrival time; it also bounds what the buffer holds.
+    pub max_delay: Duration,
+    /// Drift between the sender's clock and ours that is corrected (by repeating or dropping one tick per
+    /// played frame until it is gone).
+    pub drift_threshold: Duration,
+    /// Drift is measured as the least lateness over `drift_windows` windows of `drift_window`.
+    pub drift_window: Duration,
+    pub drift_windows: usize,
+}
+
+impl Default for JitterConfig {
+    fn default() -> Self {
+        Self {
+            target_delay: Duration::from_millis(60),
+            max_delay: Duration::from_millis(1000),
+            drift_threshold: Duration::from_millis(5),
+            drift_window: Duration::from_secs(1),
+            drift_windows: 5,
+        }
+    }
+}
+
+/// Where a stream's positions are on the wall clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamClock {
+    /// Wall-clock time of position 0: the arrival of the stream's first packet.
+    pub origin: Instant,
+    /// RTP ticks per second.
+    pub rate: u32,
+}
+
+/// What the buffer plays, in order, each piece starting where the previous one ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamOutput {
+    Audio(AudioChunk),
+    /// No audio for `ticks`: concealed loss, silence suppression between talk spurts, a DTMF tone, a change
+    /// of source, or no packet at all.
+    Silence {
+        position: i64,
+        ticks: u64,
+    },
+    /// A telephone-event (DTMF) that ended, or whose end was lost. Its position is where it began, which may
+    /// lie before audio already played; its span carries no audio.
+    Dtmf(DtmfEvent),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioChunk {
+    pub position: i64,
+    /// Length in RTP ticks; `samples.len() == ticks * codec.samples_per_tick()`.
+    pub ticks: u32,
+    pub codec: Codec,
+    pub samples: Vec<i16>,
+}
+
+impl AudioChunk {
+    pub fn end(&self) -> i64 {
+        self.position + i64::from(self.ticks)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DtmfEvent {
+    /// Where the event began (RTP ticks since the stream's origin).
+    pub position: i64,
+    /// Duration in RTP ticks.
+    pub duration: u32,
+    /// RFC 4733 event code; [`super::rtp::dtmf_digit`] names the key.
+    pub event: u8,
+    pub volume: u8,
+    /// False when the end packets were all lost and the event was closed by the next one.
+    pub end_seen: bool,
+}
+
+/// Counters of one stream, for metrics and for `RecordingFailed`'s account of what was lost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JitterStats {
+    /// Packets pushed with a negotiated payload type, duplicates and late ones included.
+    pub received: u64,
+    pub duplicate: u64,
+    /// Packets that arrived after their play-out time; dropped, and also counted in `lost`.
+    pub late: u64,
+    /// Packets that arrived after one with a higher sequence number.
+    pub reordered: u64,
+    /// Packets missing when their turn came (never arrived, or arrived late).
+    pub lost: u64,
+    /// Silence played for lost packets, in RTP ticks: exactly their duration.
+    pub concealed_ticks: u64,
+    /// All silence played, in RTP ticks (concealment included).
+    pub silence_ticks: u64,
+    /// Audio played, in RTP ticks.
+    pub played_ticks: u64,
+    /// Packets refused: payload type not negotiated, wrong clock rate, malformed telephone-event.
+    pub refused: u64,
+    /// Timelines anchored: the first source, then one for each SSRC change or unannounced timestamp jump.
+    pub sources: u64,
+    pub drift_inserted_ticks: u64,
+    pub drift_dropped_ticks: u64,
+    pub dtmf_events: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JitterError {
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("payload type {payload_type} has a {clock_rate} Hz clock, the stream a {stream_rate} Hz one")]
+    ClockRateMismatch { payload_type: u8, clock_rate: u32, stream_rate: u32 },
+    #[error(transparent)]
+    TelephoneEvent(#[from] TelephoneEventError),
+}
+
+/// What became of a pushed packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    Buffered,
+    /// Buffered as the first packet of a new source (SSRC change, restart, or timestamp jump).
+    NewSource,
+    Duplicate,
+    /// Its play-out time has passed: dropped.
+    Late,
+}
+
+/// Packets are played in (source generation, extended sequence number) order.
+type Key = (u32, u64);
+
+#[derive(Debug)]
+struct Buffered {
+    timestamp: i64,
+    marker: bool,
+    content: Content,
+}
+
+#[derive(Debug)]
+enum Content {
+    Audio { codec: Codec, payload: Vec<u8> },
+    Event(TelephoneEvent),
+}
+
+impl Content {
+    fn ticks(&self) -> i64 {
+        match self {
+            Content::Audio { codec, payload } => i64::from(codec.ticks(payload.len())),
+            Content::Event(_) => 0,
+        }
+    }
+}
+
+/// One timeline of RTP timestamps: an SSRC, re-anchored when it restarts or jumps.
+#[derive(Debug)]
+struct Source {
+    ssrc: u32,
+    generation: u32,
+    highest_sequence: u64,
+    /// Extended timestamp of the packet with the highest sequence number: the reference for unwrapping.
+    highest_timestamp: i64,
+    highest_audio_timestamp: Option<i64>,
+    /// position = extended timestamp + offset.
+    offset: i64,
+    seen: Vec<u64>,
+}
+
+impl Source {
+    fn new(ssrc: u32, generation: u32, sequence: u16, timestamp: u32, offset: i64) -> Self {
+        Self {
+            ssrc,
+            generation,
+            // Extended sequence numbers start high enough never to go below zero.
+            highest_sequence: (1 << 32) + u64::from(sequence),
+            highest_timestamp: i64::from(timestamp),
+            highest_audio_timestamp: None,
+            offset,
+            seen: vec![u64::MAX; SEEN_WINDOW as usize],
+        }
+    }
+
+    fn extend_sequence(&self, sequence: u16) -> u64 {
+        let delta = i64::from(sequence.wrapping_sub(self.highest_sequence as u16) as i16);
+        self.highest_sequence.wrapping_add_signed(delta)
+    }
+
+    fn extend_timestamp(&self, timestamp: u32) -> i64 {
+        self.highest_timestamp + i64::from(timestamp.wrapping_sub(self.highest_timestamp as u32) as i32)
+    }
+
+    fn has_seen(&self, sequence: u64) -> bool {
+        self.seen[(sequence % SEEN_WINDOW) as usize] == sequence
+    }
+
+    fn mark_seen(&mut self, sequence: u64) {
+        self.seen[(sequence % SEEN_WINDOW) as usize] = sequence;
+    }
+}
+
+/// Follows the packets of telephone-events (same timestamp, growing duration, end bit repeated) and reports
+/// each event once.
+#[derive(Debug, Default)]
+struct DtmfTracker {
+    current: Option<TrackedEvent>,
+}
+
+#[derive(Debug)]
+struct TrackedEvent {
+    generation: u32,
+    timestamp: i64,
+    event: DtmfEvent,
+    reported: bool,
+}
+
+impl DtmfTracker {
+    fn on_packet(
+        &mut self,
+        generation: u32,
+        timestamp: i64,
+        position: i64,
+        packet: TelephoneEvent,
+        out: &mut Vec<StreamOutput>,
+    ) {
+        if let Some(current) = self.current.as_mut().filter(|c| c.generation == generation) {
+            if current.timestamp == timestamp {
+                if !current.reported {
+                    current.event.duration = current.event.duration.max(u32::from(packet.duration));
+                    current.event.volume = packet.volume;
+                    if packet.end {
+                        current.event.end_seen = true;
+                        current.reported = true;
+                        out.push(StreamOutput::Dtmf(current.event));
+                    }
+                }
+                return;
+            }
+            if timestamp < current.timestamp {
+                return; // a straggler of an event already followed
+            }
+        }
+        self.flush(out);
+        let event = DtmfEvent {
+            position,
+            duration: u32::from(packet.duration),
+            event: packet.event,
+            volume: packet.volume,
+            end_seen: packet.end,
+        };
+        if packet.end {
+            out.push(StreamOutput::Dtmf(event));
+        }
+        self.current = Some(TrackedEvent { generation, timestamp, event, reported: packet.end });
+    }
+
+    /// Reports an event whose end packets never came.
+    fn flush(&mut self, out: &mut Vec<StreamOutput>) {
+        if let Some(current) = self.current.as_mut().filter(|c| !c.reported) {
+            current.reported = true;
+            out.push(StreamOutput::Dtmf(current.event));
+        }
+    }
+}
+
+/// The jitter buffer of one RTP stream.
+#[derive(Debug)]
+pub struct JitterBuffer {
+    config: JitterConfig,
+    payload_types: PayloadTypes,
+    rate: u32,
+    origin: Option<Instant>,
+    sources: Vec<Source>,
+    buffer: BTreeMap<Key, Buffered>,
+    /// Where the next output starts; `None` until the first packet is played.
+    next_position: Option<i64>,
+    last_played: Option<Key>,
+    last_frame_ticks: i64,
+    /// Silence played since the last audio packet, and sequence numbers missing in it.
+    open_gap_ticks: u64,
+    open_gap_missing: u64,
+    decoders: Vec<Decoder>,
+    dtmf: DtmfTracker,
+    drift: DriftEstimator,
+    /// Ticks still to insert (> 0) or drop (< 0) on the current source.
+    correction: i64,
+    stats: JitterStats,
+}
+
+impl JitterBuffer {
+    /// A buffer for a stream with these negotiated payload types; the stream's clock is theirs (8 kHz for
+    /// every codec the recorder decodes, G.722 included).
+    pub fn new(config: JitterConfig, payload_types: PayloadTypes) -> Self {
+        let rate = payload_types.rtp_clock_rate();
+        let drift = DriftEstimator::new(config.drift_window, config.drift_windows);
+        Self {
+            config,
+            payload_types,
+            rate,
+            origin: None,
+            sources: Vec::new(),
+            buffer: BTreeMap::new(),
+            next_position: None,
+            last_played: None,
+            last_frame_ticks: 0,
+            open_gap_ticks: 0,
+            open_gap_missing: 0,
+            decoders: Vec::new(),
+            dtmf: DtmfTracker::default(),
+            drift,
+            correction: 0,
+            stats: JitterStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &JitterStats {
+        &self.stats
+    }
+
+    pub fn config(&self) -> &JitterConfig {
+        &self.config
+    }
+
+    /// Where positions are on the wall clock; `None` before the first packet.
+    pub fn clock(&self) -> Option<StreamClock> {
+        self.origin.map(|origin| StreamClock { origin, rate: self.rate })
+    }
+
+    /// Where the next output will start (`None` before anything was played).
+    pub fn next_position(&self) -> Option<i64> {
+        self.next_position
+    }
+
+    /// Takes one packet that arrived at `now`.
+    pub fn push(&mut self, packet: RtpPacket, now: Instant) -> Result<Pushed, JitterError> {
+        let content = match self.content_of(packet.payload_type, packet.payload) {
+            Ok(content) => content,
+            Err(error) => {
+                self.stats.refused += 1;
+                return Err(error);
+            }
+        };
+        self.stats.received += 1;
+        let origin = *self.origin.get_or_insert(now);
+        let arrival_ns = signed_nanos(now, origin);
+        let ticks = content.ticks();
+        let is_audio = matches!(content, Content::Audio { .. });
+
+        let located = self.locate(packet.ssrc, packet.sequence, packet.timestamp, is_audio, ticks, arrival_ns);
+        let (index, sequence, timestamp, pushed) = match located {
+            Some((index, sequence)) => {
+                let timestamp = self.sources[index].extend_timestamp(packet.timestamp);
+                (index, sequence, timestamp, Pushed::Buffered)
+            }
+            None => {
+                self.anchor_source(packet.ssrc, packet.sequence, packet.timestamp, ticks, arrival_ns);
+                let index = self.sources.len() - 1;
+                (index, self.sources[index].highest_sequence, i64::from(packet.timestamp), Pushed::NewSource)
+            }
+        };
+
+        let source = &mut self.sources[index];
+        let key = (source.generation, sequence);
+        let start = timestamp + source.offset;
+        if source.has_seen(sequence) {
+            self.stats.duplicate += 1;
+            return Ok(Pushed::Duplicate);
+        }
+        source.mark_seen(sequence);
+        if sequence < source.highest_sequence {
+            self.stats.reordered += 1;
+        }
+        let too_old = source.highest_sequence.saturating_sub(sequence) >= SEEN_WINDOW;
+        let played_already = self.last_played.is_some_and(|last| key <= last);
+        let span_played = is_audio && ticks > 0 && self.next_position.is_some_and(|next| start + ticks <= next);
+        if too_old || played_already || span_played {
+            self.stats.late += 1;
+            return Ok(Pushed::Late);
+        }
+        if sequence > source.highest_sequence {
+            source.highest_sequence = sequence;
+            source.highest_timestamp = timestamp;
+        }
+        if is_audio {
+            source.highest_audio_timestamp =
+                Some(source.highest_audio_timestamp.map_or(timestamp, |t| t.max(timestamp)));
+            if index == self.sources.len() - 1 {
+                let lateness_ns = arrival_ns - self.nanos_of(start + ticks);
+                self.observe_drift(arrival_ns, lateness_ns);
+            }
+        }
+        self.buffer.insert(key, Buffered { timestamp, marker: packet.marker, content });
+        Ok(pushed)
+    }
+
+    /// Plays everything whose play-out time has come by `now`, appending to `out`.
+    pub fn pop_until(&mut self, now: Instant, out: &mut Vec<StreamOutput>) {
+        let Some(origin) = self.origin else { return };
+        let target = i64::try_from(self.config.target_delay.as_nanos()).unwrap_or(i64::MAX);
+        let frontier = self.position_of_nanos(signed_nanos(now, origin).saturating_sub(target));
+        self.play_until(frontier, true, out);
+    }
+
+    /// Plays everything still buffered, at the end of the stream: gaps between buffered packets are concealed,
+    /// nothing is added after the last one, and a DTMF event whose end was lost is reported.
+    pub fn finish(&mut self, out: &mut Vec<StreamOutput>) {
+        self.play_until(i64::MAX, false, out);
+        let before = out.len();
+        self.dtmf.flush(out);
+        self.stats.dtmf_events += (out.len() - before) as u64;
+    }
+
+    /// When the next buffered packet (or the gap before it) becomes due; `None` when nothing is buffered.
+    /// Silence after the last packet is played at whatever pace the caller polls.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let origin = self.origin?;
+        let (key, head) = self.buffer.first_key_value()?;
+        let start = self.position(key.0, head.timestamp);
+        let due = match self.next_position {
+            Some(next) if start > next => start,
+            _ => start + head.content.ticks(),
+        };
+        let nanos = self.nanos_of_ceil(due).saturating_add(i64::try_from(self.config.target_delay.as_nanos()).ok()?);
+        Some(offset_instant(origin, nanos))
+    }
+
+    fn content_of(&self, payload_type: u8, payload: Vec<u8>) -> Result<Content, JitterError> {
+        let kind = self.payload_types.get(payload_type)?;
+        if kind.rtp_clock_rate() != self.rate {
+            return Err(JitterError::ClockRateMismatch {
+                payload_type,
+                clock_rate: kind.rtp_clock_rate(),
+                stream_rate: self.rate,
+            });
+        }
+        Ok(match kind {
+            PayloadKind::Audio(codec) => Content::Audio { codec, payload },
+            PayloadKind::TelephoneEvent { .. } => Content::Event(TelephoneEvent::parse(&payload)?),
+        })
+    }
+
+    /// The source a packet belongs to and its extended sequence number, or `None` when it starts a new
+    /// timeline: a new SSRC, a restarted one, or timestamps that jumped without notice.
+    fn locate(
+        &self,
+        ssrc: u32,
+        sequence: u16,
+        timestamp: u32,
+        is_audio: bool,
+        ticks: i64,
+        arrival_ns: i64,
+    ) -> Option<(usize, u64)> {
+        let index = self.sources.iter().rposition(|source| source.ssrc == ssrc)?;
+        let source = &self.sources[index];
+        let extended = source.extend_sequence(sequence);
+        if extended <= source.highest_sequence {
+            return Some((index, extended)); // reordered, duplicate or late: never re-anchors
+        }
+        let is_current = index + 1 == self.sources.len();
+        if !is_current || extended - source.highest_sequence > MAX_DROPOUT {
+            return None;
+        }
+        let timestamp = source.extend_timestamp(timestamp);
+        let went_back = is_audio && source.highest_audio_timestamp.is_some_and(|highest| timestamp < highest);
+        let max_early = i64::try_from(self.config.max_delay.as_nanos()).unwrap_or(i64::MAX);
+        let too_early = self.nanos_of(timestamp + source.offset + ticks) - arrival_ns > max_early;
+        if went_back || too_early {
+            return None;
+        }
+        Some((index, extended))
+    }
+
+    /// Starts a new timeline whose first packet ends at its arrival time, or right after everything already
+    /// played or buffered if that is later: a new source never overlaps the old one, and the gap between
+    /// them is the real pause, not the difference of two unrelated timestamp bases.
+    fn anchor_source(&mut self, ssrc: u32, sequence: u16, timestamp: u32, ticks: i64, arrival_ns: i64) {
+        let mut end = self.position_of_nanos(arrival_ns);
+        if let Some(next) = self.next_position {
+            end = end.max(next + ticks);
+        }
+        for (key, buffered) in &self.buffer {
+            if let Content::Audio { .. } = buffered.content {
+                end = end.max(self.position(key.0, buffered.timestamp) + buffered.content.ticks() + ticks);
+            }
+        }
+        let generation = self.sources.last().map_or(0, |source| source.generation + 1);
+        let offset = end - ticks - i64::from(timestamp);
+        self.sources.push(Source::new(ssrc, generation, sequence, timestamp, offset));
+        self.stats.sources += 1;
+        self.correction = 0;
+        self.drift.reset();
+        while self.sources.len() > KEPT_SOURCES {
+            let oldest = self.sources[0].generation;
+            if self.buffer.keys().next().is_some_and(|key| key.0 == oldest) {
+                break;
+            }
+            self.sources.remove(0);
+        }
+    }
+
+    fn observe_drift(&mut self, arrival_ns: i64, lateness_ns: i64) {
+        let Some(estimate) = self.drift.observe(arrival_ns, lateness_ns) else { return };
+        let threshold = i64::try_from(self.config.drift_threshold.as_nanos()).unwrap_or(i64::MAX);
+        if self.correction == 0 && estimate.abs() > threshold {
+            // Late packets (a slow sender) move the mapping later: ticks are inserted; early ones, dropped.
+            self.correction = self.position_of_nanos_rounded(estimate);
+        }
+    }
+
+    fn play_until(&mut self, frontier: i64, fill_tail: bool, out: &mut Vec<StreamOutput>) {
+        loop {
+            let Some((&key, head)) = self.buffer.first_key_value() else {
+                // Nothing buffered: silence is certain up to where a packet that could still come would start.
+                if let Some(next) = self.next_position.filter(|_| fill_tail) {
+                    let certain = frontier.saturating_sub(self.last_frame_ticks);
+                    if certain > next {
+                        self.play_silence(next, certain - next, out);
+                    }
+                }
+                return;
+            };
+            let start = self.position(key.0, head.timestamp);
+            let ticks = head.content.ticks();
+            let next = self.next_position.unwrap_or(start);
+            if start > next {
+                if start > frontier {
+                    // The gap's extent is known but a packet for it may still come: play only what is certain.
+                    let certain = frontier.saturating_sub(self.last_frame_ticks).min(start);
+                    if certain > next {
+                        self.play_silence(next, certain - next, out);
+                    }
+                    return;
+                }
+                self.play_silence(next, start - next, out);
+            }
+            if start + ticks > frontier {
+                return;
+            }
+            let Some((key, packet)) = self.buffer.pop_first() else { return };
+            match packet.content {
+                Content::Event(event) => {
+                    self.note_played(key, packet.marker, false);
+                    let before = out.len();
+                    self.dtmf.on_packet(key.0, packet.timestamp, start, event, out);
+                    self.stats.dtmf_events += (out.len() - before) as u64;
+                }
+                Content::Audio { codec, payload } => self.play_audio(key, start, packet.marker, codec, &payload, out),
+            }
+        }
+    }
+
+    fn play_silence(&mut self, position: i64, ticks: i64, out: &mut Vec<StreamOutput>) {
+        let ticks = ticks.unsigned_abs();
+        self.stats.silence_ticks += ticks;
+        self.open_gap_ticks += ticks;
+        self.next_position = Some(position.saturating_add_unsigned(ticks));
+        out.push(StreamOutput::Silence { position, ticks });
+    }
+
+    /// Counts the sequence numbers skipped before `key`; when an audio packet closes a gap of silence, tells
+    /// how much of it was loss: all of it, unless the packet starts a talk spurt (marker bit), when only the
+    /// missing packets' length is loss and the rest was silence suppression.
+    fn note_played(&mut self, key: Key, marker: bool, closes_gap: bool) {
+        let missing = match self.last_played {
+            Some((generation, sequence)) if generation == key.0 => key.1.saturating_sub(sequence + 1),
+            _ => 0,
+        };
+        self.stats.lost += missing;
+        self.open_gap_missing += missing;
+        self.last_played = Some(key);
+        if closes_gap {
+            let gap = self.open_gap_ticks;
+            let lost = match (self.open_gap_missing, marker) {
+                (0, _) => 0,
+                (_, false) => gap,
+                (missing, true) => gap.min(missing * self.last_frame_ticks.unsigned_abs()),
+            };
+            self.stats.concealed_ticks += lost;
+            self.open_gap_ticks = 0;
+            self.open_gap_missing = 0;
+        }
+    }
+
+    fn play_audio(
+        &mut self,
+        key: Key,
+        start: i64,
+        marker: bool,
+        codec: Codec,
+        payload: &[u8],
+        out: &mut Vec<StreamOutput>,
+    ) {
+        let frame_ticks = i64::from(codec.ticks(payload.len()));
+        let next = self.next_position.unwrap_or(start);
+        if frame_ticks == 0 {
+            self.note_played(key, marker, false); // an empty payload (a keep-alive) holds no audio
+            return;
+        }
+        if start + frame_ticks <= next {
+            // Its span was played already (timestamps overlapping the previous packet's).
+            self.note_played(key, marker, false);
+            self.stats.late += 1;
+            return;
+        }
+        self.note_played(key, marker, true);
+        let per_tick = codec.samples_per_tick() as usize;
+        let mut samples = Vec::with_capacity((payload.len() + 1) * per_tick);
+        self.decoder(codec).decode(payload, &mut samples);
+        samples.resize(frame_ticks as usize * per_tick, 0);
+        let (mut position, mut ticks) = (start, frame_ticks);
+        if start < next {
+            let cut = next - start;
+            samples.drain(..cut as usize * per_tick);
+            position = next;
+            ticks -= cut;
+        }
+        let current = self.sources.last().map(|source| source.generation);
+        if self.correction != 0 && current == Some(key.0) {
+            let step = if self.correction > 0 {
+                samples.extend_from_within(samples.len() - per_tick..);
+                self.stats.drift_inserted_ticks += 1;
+                1
+            } else if ticks > 1 {
+                samples.truncate(samples.len() - per_tick);
+                self.stats.drift_dropped_ticks += 1;
+                -1
+            } else {
+                0
+            };
+            ticks += step;
+            self.correction -= step;
+            if let Some(source) = self.sources.last_mut() {
+                source.offset += step;
+            }
+            self.drift.shift(self.nanos_of(step));
+        }
+        self.last_frame_ticks = frame_ticks;
+        self.next_position = Some(position + ticks);
+        self.stats.played_ticks += ticks.unsigned_abs();
+        out.push(StreamOutput::Audio(AudioChunk { position, ticks: ticks as u32, codec, samples }));
+    }
+
+    fn decoder(&mut self, codec: Codec) -> &mut Decoder {
+        match self.decoders.iter().position(|decoder| decoder.codec() == codec) {
+            Some(index) => &mut self.decoders[index],
+            None => {
+                self.decoders.push(Decoder::new(codec));
+                let last = self.decoders.len() - 1;
+                &mut self.decoders[last]
+            }
+        }
+    }
+
+    fn position(&self, generation: u32, timestamp: i64) -> i64 {
+        let offset = self.sources.iter().rev().find(|source| source.generation == generation).map_or(0, |s| s.offset);
+        timestamp + offset
+    }
+
+    /// The position at `nanos` after the origin (rounded down).
+    fn position_of_nanos(&self, nanos: i64) -> i64 {
+        (i128::from(nanos) * i128::from(self.rate)).div_euclid(NANOS_PER_SECOND) as i64
+    }
+
+    fn position_of_nanos_rounded(&self, nanos: i64) -> i64 {
+        let scaled = i128::from(nanos) * i128::from(self.rate);
+        (scaled + NANOS_PER_SECOND / 2).div_euclid(NANOS_PER_SECOND) as i64
+    }
+
+    /// Nanoseconds after the origin of a position (rounded down).
+    fn nanos_of(&self, position: i64) -> i64 {
+        (i128::from(position) * NANOS_PER_SECOND).div_euclid(i128::from(self.rate)) as i64
+    }
+
+    fn nanos_of_ceil(&self, position: i64) -> i64 {
+        let scaled = i128::from(position) * NANOS_PER_SECOND;
+        let rate = i128::from(self.rate);
+        (scaled + rate - 1).div_euclid(rate) as i64
+    }
+}
+
+/// `at - origin` in nanoseconds, negative when `at` is earlier.
+pub(crate) fn signed_nanos(at: Instant, origin: Instant) -> i64 {
+    match at.checked_duration_since(origin) {
+        Some(after) => i64::try_from(after.as_nanos()).unwrap_or(i64::MAX),
+        None => -i64::try_from(origin.duration_since(at).as_nanos()).unwrap_or(i64::MAX),
+    }
+}
+
+/// `origin + nanos`, saturating at what `Instant` can hold.
+pub(crate) fn offset_instant(origin: Instant, nanos: i64) -> Instant {
+    let magnitude = Duration::from_nanos(nanos.unsigned_abs());
+    if nanos >= 0 {
+        origin.checked_add(magnitude).unwrap_or(origin)
+    } else {
+        origin.checked_sub(magnitude).unwrap_or(origin)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pcmu(sequence: u16, timestamp: u32, len: usize) -> RtpPacket {
+        RtpPacket { payload_type: 0, sequence, timestamp, ssrc: 7, marker: false, payload: vec![0x80; len] }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn sequence_numbers_and_timestamps_extend_across_wrap_around() {
+        let mut source = Source::new(1, 0, 65535, u32::MAX - 100, 0);
+        let base = source.highest_sequence;
+        assert_eq!(source.extend_sequence(0), base + 1);
+        assert_eq!(source.extend_sequence(65534), base - 1);
+        assert_eq!(source.extend_timestamp(59), i64::from(u32::MAX) + 60);
+        source.highest_sequence = base + 1;
+        source.highest_timestamp = i64::from(u32::MAX) + 60;
+        assert_eq!(source.extend_sequence(65535), base);
+        assert_eq!(source.extend_timestamp(u32::MAX - 100), i64::from(u32::MAX) - 100);
+    }
+
+    #[test]
+    fn a_packet_is_played_once_the_play_out_clock_passes_its_end() {
+        let start = Instant::now();
+        let mut buffer = JitterBuffer::new(JitterConfig::default(), PayloadTypes::default());
+        assert_eq!(buffer.push(pcmu(1, 1000, 160), start), Ok(Pushed::NewSource));
+        let mut out = Vec::new();
+        buffer.pop_until(start + ms(59), &mut out);
+        assert!(out.is_empty());
+        assert_eq!(buffer.poll_timeout(), Some(start + ms(60)));
+        buffer.pop_until(start + ms(60), &mut out);
+        assert!(matches!(&out[..], [StreamOutput::Audio(AudioChunk { position: -160, ticks: 160, .. })]));
+    }
+
+    #[test]
+    fn a_telephone_event_payload_type_is_never_played_as_audio() {
+        let start = Instant::now();
+        let types = PayloadTypes::default().with(101, PayloadKind::TelephoneEvent { clock_rate: 8000 });
+        let mut buffer = JitterBuffer::new(JitterConfig::default(), types);
+        let event = TelephoneEvent { event: 5, end: true, volume: 10, duration: 800 };
+        let packet = RtpPacket {
+            payload_type: 101,
+            sequence: 1,
+            timestamp: 0,
+            ssrc: 7,
+            marker: true,
+            payload: event.to_bytes().to_vec(),
+        };
+        buffer.push(packet, start).unwrap();
+        let mut out = Vec::new();
+        buffer.finish(&mut out);
+        assert_eq!(
+            out,
+            vec![StreamOutput::Dtmf(DtmfEvent { position: 0, duration: 800, event: 5, volume: 10, end_seen: true })]
+        );
+        assert_eq!(buffer.stats().played_ticks, 0);
+    }
+
+    #[test]
+    fn unknown_payload_types_are_refused_and_counted() {
+        let mut buffer = JitterBuffer::new(JitterConfig::default(), PayloadTypes::default());
+        let mut packet = pcmu(1, 0, 160);
+        packet.payload_type = 96;
+        assert_eq!(buffer.push(packet, Instant::now()), Err(JitterError::Codec(CodecError::UnknownPayloadType(96))));
+        assert_eq!(buffer.stats().refused, 1);
+        assert_eq!(buffer.stats().received, 0);
+        assert_eq!(buffer.clock(), None);
+    }
+}
