@@ -24,7 +24,8 @@ impl DriftEstimator {
     }
 
     /// Records one packet's arrival (ns since the stream's origin) and lateness (ns). When this closes a
-    /// window and `windows` windows have been seen, returns the estimated lateness.
+    /// window, returns the estimated lateness: the least over the last `windows` windows, or over those seen
+    /// so far at the start of a stream, so that its first packet's own delay is corrected within a second.
     pub(crate) fn observe(&mut self, arrival_ns: i64, lateness_ns: i64) -> Option<i64> {
         let mut estimate = None;
         match self.window_start_ns {
@@ -37,9 +38,7 @@ impl DriftEstimator {
                     }
                 }
                 self.window_start_ns = Some(arrival_ns);
-                if self.closed.len() == self.windows {
-                    estimate = self.closed.iter().min().copied();
-                }
+                estimate = self.closed.iter().min().copied();
             }
             Some(_) => {}
         }
@@ -89,10 +88,12 @@ mod tests {
 
     #[test]
     fn shifting_the_mapping_moves_every_recorded_lateness() {
-        let mut estimator = DriftEstimator::new(Duration::from_millis(100), 1);
+        let mut estimator = DriftEstimator::new(Duration::from_millis(100), 2);
         estimator.observe(0, 10 * MS);
         estimator.shift(4 * MS);
-        assert_eq!(estimator.observe(100 * MS, 50 * MS), Some(6 * MS));
+        assert_eq!(estimator.observe(100 * MS, 50 * MS), Some(6 * MS), "the first window counts at once");
+        assert_eq!(estimator.observe(200 * MS, 0), Some(6 * MS));
+        assert_eq!(estimator.observe(300 * MS, 70 * MS), Some(0), "then the last two");
         estimator.reset();
         assert_eq!(estimator.observe(200 * MS, 0), None);
     }

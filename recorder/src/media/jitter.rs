@@ -8,7 +8,7 @@
 //! its arrival time (it cannot arrive before it was captured), and is played once the play-out clock
 //! (`now - target_delay`) has passed its end: a packet up to `target_delay` late, whatever its length, is
 //! still played. The sender's clock and ours drift apart; the least lateness of recent packets measures it and
-//! the mapping is corrected one tick per played frame (a sample repeated or dropped) when it passes
+//! the mapping is corrected by repeating or dropping ticks spread over the next played frames when it passes
 //! `drift_threshold`, so that the stream stays on the wall clock for hours.
 
 use std::collections::BTreeMap;
@@ -34,8 +34,8 @@ pub struct JitterConfig {
     /// How far ahead of the arrival clock a packet may claim to be. Beyond it the sender's timestamps jumped
     /// without notice and the stream is re-anchored at the arrival time; it also bounds what the buffer holds.
     pub max_delay: Duration,
-    /// Drift between the sender's clock and ours that is corrected (by repeating or dropping one tick per
-    /// played frame until it is gone).
+    /// Drift between the sender's clock and ours that is corrected (by repeating or dropping a few ticks of
+    /// each played frame until it is gone).
     pub drift_threshold: Duration,
     /// Drift is measured as the least lateness over `drift_windows` windows of `drift_window`.
     pub drift_window: Duration,
@@ -171,10 +171,21 @@ enum Content {
 }
 
 impl Content {
+    /// The audio this packet covers, in RTP ticks: none for a telephone-event.
     fn ticks(&self) -> i64 {
         match self {
             Content::Audio { codec, payload } => i64::from(codec.ticks(payload.len())),
             Content::Event(_) => 0,
+        }
+    }
+
+    /// How far past its timestamp the packet reports, in RTP ticks: its end for audio, the duration so far
+    /// for a telephone-event (whose timestamp is the event's start). A packet is due when the play-out clock
+    /// passes that point, so that packets of an event that overtook each other are still taken in order.
+    fn reach(&self) -> i64 {
+        match self {
+            Content::Audio { .. } => self.ticks(),
+            Content::Event(event) => i64::from(event.duration),
         }
     }
 }
@@ -372,14 +383,15 @@ impl JitterBuffer {
         let ticks = content.ticks();
         let is_audio = matches!(content, Content::Audio { .. });
 
-        let located = self.locate(packet.ssrc, packet.sequence, packet.timestamp, is_audio, ticks, arrival_ns);
+        let located =
+            self.locate(packet.ssrc, packet.sequence, packet.timestamp, is_audio, content.reach(), arrival_ns);
         let (index, sequence, timestamp, pushed) = match located {
             Some((index, sequence)) => {
                 let timestamp = self.sources[index].extend_timestamp(packet.timestamp);
                 (index, sequence, timestamp, Pushed::Buffered)
             }
             None => {
-                self.anchor_source(packet.ssrc, packet.sequence, packet.timestamp, ticks, arrival_ns);
+                self.anchor_source(packet.ssrc, packet.sequence, packet.timestamp, content.reach(), arrival_ns);
                 let index = self.sources.len() - 1;
                 (index, self.sources[index].highest_sequence, i64::from(packet.timestamp), Pushed::NewSource)
             }
@@ -444,7 +456,7 @@ impl JitterBuffer {
         let start = self.position(key.0, head.timestamp);
         let due = match self.next_position {
             Some(next) if start > next => start,
-            _ => start + head.content.ticks(),
+            _ => start + head.content.reach(),
         };
         let nanos = self.nanos_of_ceil(due).saturating_add(i64::try_from(self.config.target_delay.as_nanos()).ok()?);
         Some(offset_instant(origin, nanos))
@@ -473,7 +485,7 @@ impl JitterBuffer {
         sequence: u16,
         timestamp: u32,
         is_audio: bool,
-        ticks: i64,
+        reach: i64,
         arrival_ns: i64,
     ) -> Option<(usize, u64)> {
         let index = self.sources.iter().rposition(|source| source.ssrc == ssrc)?;
@@ -489,7 +501,7 @@ impl JitterBuffer {
         let timestamp = source.extend_timestamp(timestamp);
         let went_back = is_audio && source.highest_audio_timestamp.is_some_and(|highest| timestamp < highest);
         let max_early = i64::try_from(self.config.max_delay.as_nanos()).unwrap_or(i64::MAX);
-        let too_early = self.nanos_of(timestamp + source.offset + ticks) - arrival_ns > max_early;
+        let too_early = self.nanos_of(timestamp + source.offset + reach) - arrival_ns > max_early;
         if went_back || too_early {
             return None;
         }
@@ -499,18 +511,18 @@ impl JitterBuffer {
     /// Starts a new timeline whose first packet ends at its arrival time, or right after everything already
     /// played or buffered if that is later: a new source never overlaps the old one, and the gap between
     /// them is the real pause, not the difference of two unrelated timestamp bases.
-    fn anchor_source(&mut self, ssrc: u32, sequence: u16, timestamp: u32, ticks: i64, arrival_ns: i64) {
+    fn anchor_source(&mut self, ssrc: u32, sequence: u16, timestamp: u32, reach: i64, arrival_ns: i64) {
         let mut end = self.position_of_nanos(arrival_ns);
         if let Some(next) = self.next_position {
-            end = end.max(next + ticks);
+            end = end.max(next + reach);
         }
         for (key, buffered) in &self.buffer {
             if let Content::Audio { .. } = buffered.content {
-                end = end.max(self.position(key.0, buffered.timestamp) + buffered.content.ticks() + ticks);
+                end = end.max(self.position(key.0, buffered.timestamp) + buffered.content.ticks() + reach);
             }
         }
         let generation = self.sources.last().map_or(0, |source| source.generation + 1);
-        let offset = end - ticks - i64::from(timestamp);
+        let offset = end - reach - i64::from(timestamp);
         self.sources.push(Source::new(ssrc, generation, sequence, timestamp, offset));
         self.stats.sources += 1;
         self.correction = 0;
@@ -546,7 +558,7 @@ impl JitterBuffer {
                 return;
             };
             let start = self.position(key.0, head.timestamp);
-            let ticks = head.content.ticks();
+            let reach = head.content.reach();
             let next = self.next_position.unwrap_or(start);
             if start > next {
                 if start > frontier {
@@ -559,7 +571,7 @@ impl JitterBuffer {
                 }
                 self.play_silence(next, start - next, out);
             }
-            if start + ticks > frontier {
+            if start + reach > frontier {
                 return;
             }
             let Some((key, packet)) = self.buffer.pop_first() else { return };
@@ -642,23 +654,25 @@ impl JitterBuffer {
         }
         let current = self.sources.last().map(|source| source.generation);
         if self.correction != 0 && current == Some(key.0) {
-            let step = if self.correction > 0 {
-                samples.extend_from_within(samples.len() - per_tick..);
-                self.stats.drift_inserted_ticks += 1;
-                1
-            } else if ticks > 1 {
-                samples.truncate(samples.len() - per_tick);
-                self.stats.drift_dropped_ticks += 1;
-                -1
-            } else {
-                0
-            };
-            ticks += step;
-            self.correction -= step;
-            if let Some(source) = self.sources.last_mut() {
-                source.offset += step;
+            // An eighth of what is left, at least one tick and at most a sixteenth of the frame: a large error
+            // (the first packet's own delay) goes in under a second, the slow drift of a clock one tick at a time.
+            let step = (self.correction / 8).clamp(-ticks / 16, ticks / 16);
+            let step = if step == 0 { self.correction.signum() } else { step };
+            let step = if ticks + step < 1 { 0 } else { step };
+            if step != 0 {
+                samples = stretch(&samples, per_tick, step);
+                ticks += step;
+                self.correction -= step;
+                if step > 0 {
+                    self.stats.drift_inserted_ticks += step.unsigned_abs();
+                } else {
+                    self.stats.drift_dropped_ticks += step.unsigned_abs();
+                }
+                if let Some(source) = self.sources.last_mut() {
+                    source.offset += step;
+                }
+                self.drift.shift(self.nanos_of(step));
             }
-            self.drift.shift(self.nanos_of(step));
         }
         self.last_frame_ticks = frame_ticks;
         self.next_position = Some(position + ticks);
@@ -702,6 +716,27 @@ impl JitterBuffer {
         let rate = i128::from(self.rate);
         (scaled + rate - 1).div_euclid(rate) as i64
     }
+}
+
+/// Repeats (`step > 0`) or drops (`step < 0`) `|step|` ticks spread evenly over a frame of samples.
+fn stretch(samples: &[i16], per_tick: usize, step: i64) -> Vec<i16> {
+    let ticks = samples.len() / per_tick.max(1);
+    let count = step.unsigned_abs() as usize;
+    let mut out = Vec::with_capacity(samples.len() + count * per_tick);
+    let mut chosen = 1;
+    for (index, tick) in samples.chunks(per_tick.max(1)).enumerate() {
+        let is_chosen = chosen <= count && index == chosen * ticks / (count + 1);
+        if is_chosen {
+            chosen += 1;
+        }
+        if !is_chosen || step > 0 {
+            out.extend_from_slice(tick);
+        }
+        if is_chosen && step > 0 {
+            out.extend_from_slice(tick);
+        }
+    }
+    out
 }
 
 /// `at - origin` in nanoseconds, negative when `at` is earlier.
@@ -779,9 +814,17 @@ mod tests {
         buffer.finish(&mut out);
         assert_eq!(
             out,
-            vec![StreamOutput::Dtmf(DtmfEvent { position: 0, duration: 800, event: 5, volume: 10, end_seen: true })]
+            vec![StreamOutput::Dtmf(DtmfEvent { position: -800, duration: 800, event: 5, volume: 10, end_seen: true })]
         );
         assert_eq!(buffer.stats().played_ticks, 0);
+    }
+
+    #[test]
+    fn stretching_repeats_or_drops_ticks_spread_over_the_frame() {
+        let frame: Vec<i16> = (0..16).collect();
+        assert_eq!(stretch(&frame, 1, 1), [0, 1, 2, 3, 4, 5, 6, 7, 8, 8, 9, 10, 11, 12, 13, 14, 15]);
+        assert_eq!(stretch(&frame, 1, -3), [0, 1, 2, 3, 5, 6, 7, 9, 10, 11, 13, 14, 15]);
+        assert_eq!(stretch(&frame, 2, -1), [0, 1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 13, 14, 15]);
     }
 
     #[test]
