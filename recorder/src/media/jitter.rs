@@ -18,8 +18,10 @@ use super::codec::{Codec, CodecError, Decoder, PayloadKind, PayloadTypes};
 use super::drift::DriftEstimator;
 use super::rtp::{RtpPacket, TelephoneEvent, TelephoneEventError};
 
-/// RFC 3550 A.1: a forward jump of more sequence numbers than this is a restarted sender, not loss.
-const MAX_DROPOUT: u64 = 3000;
+/// RFC 3550 A.1: a sequence number further ahead than this, or further behind than `MAX_MISORDER`, is held
+/// aside; if the next packet follows it, the sender restarted its sequence.
+const MAX_DROPOUT: i64 = 3000;
+const MAX_MISORDER: i64 = 1000;
 /// How many recent sequence numbers are remembered to recognise duplicates.
 const SEEN_WINDOW: u64 = 1024;
 /// Sources (SSRCs or re-anchored timelines) kept for packets that straggle in after a change.
@@ -126,8 +128,10 @@ pub struct JitterStats {
     pub played_ticks: u64,
     /// Packets refused: payload type not negotiated, wrong clock rate, malformed telephone-event.
     pub refused: u64,
-    /// Timelines anchored: the first source, then one for each SSRC change or unannounced timestamp jump.
+    /// Timelines anchored: the first source, then one for each SSRC change, restart or timestamp jump.
     pub sources: u64,
+    /// Packets far outside the stream's sequence numbers that no next packet followed (dropped).
+    pub stray: u64,
     pub drift_inserted_ticks: u64,
     pub drift_dropped_ticks: u64,
     pub dtmf_events: u64,
@@ -152,10 +156,33 @@ pub enum Pushed {
     Duplicate,
     /// Its play-out time has passed: dropped.
     Late,
+    /// Its sequence number is far from the stream's: held aside, and played as the start of a new timeline
+    /// if the next packet follows it (a sender that restarted), dropped otherwise.
+    Held,
 }
 
 /// Packets are played in (source generation, extended sequence number) order.
 type Key = (u32, u64);
+
+/// A packet being pushed, its payload already sorted out.
+#[derive(Debug)]
+struct Incoming {
+    ssrc: u32,
+    sequence: u16,
+    timestamp: u32,
+    marker: bool,
+    content: Content,
+    arrival_ns: i64,
+}
+
+enum Located {
+    /// Source index and extended sequence number.
+    Known(usize, u64),
+    /// The first packet of a new timeline: a new SSRC, an earlier one back, or timestamps that jumped.
+    New,
+    /// Far from the current source's sequence numbers.
+    Stray,
+}
 
 #[derive(Debug)]
 struct Buffered {
@@ -201,6 +228,8 @@ struct Source {
     highest_audio_timestamp: Option<i64>,
     /// position = extended timestamp + offset.
     offset: i64,
+    /// Where its first packet starts.
+    first_position: i64,
     seen: Vec<u64>,
 }
 
@@ -214,6 +243,7 @@ impl Source {
             highest_timestamp: i64::from(timestamp),
             highest_audio_timestamp: None,
             offset,
+            first_position: i64::from(timestamp) + offset,
             seen: vec![u64::MAX; SEEN_WINDOW as usize],
         }
     }
@@ -321,6 +351,8 @@ pub struct JitterBuffer {
     drift: DriftEstimator,
     /// Ticks still to insert (> 0) or drop (< 0) on the current source.
     correction: i64,
+    /// A packet far from the current sequence, until the next one tells what it was.
+    held: Option<Incoming>,
     stats: JitterStats,
 }
 
@@ -346,6 +378,7 @@ impl JitterBuffer {
             dtmf: DtmfTracker::default(),
             drift,
             correction: 0,
+            held: None,
             stats: JitterStats::default(),
         }
     }
@@ -379,30 +412,69 @@ impl JitterBuffer {
         };
         self.stats.received += 1;
         let origin = *self.origin.get_or_insert(now);
-        let arrival_ns = signed_nanos(now, origin);
-        let ticks = content.ticks();
-        let is_audio = matches!(content, Content::Audio { .. });
-
-        let located =
-            self.locate(packet.ssrc, packet.sequence, packet.timestamp, is_audio, content.reach(), arrival_ns);
-        let (index, sequence, timestamp, pushed) = match located {
-            Some((index, sequence)) => {
-                let timestamp = self.sources[index].extend_timestamp(packet.timestamp);
-                (index, sequence, timestamp, Pushed::Buffered)
-            }
-            None => {
-                self.anchor_source(packet.ssrc, packet.sequence, packet.timestamp, content.reach(), arrival_ns);
-                let index = self.sources.len() - 1;
-                (index, self.sources[index].highest_sequence, i64::from(packet.timestamp), Pushed::NewSource)
-            }
+        let incoming = Incoming {
+            ssrc: packet.ssrc,
+            sequence: packet.sequence,
+            timestamp: packet.timestamp,
+            marker: packet.marker,
+            content,
+            arrival_ns: signed_nanos(now, origin),
         };
+        Ok(self.accept(incoming))
+    }
 
+    fn accept(&mut self, incoming: Incoming) -> Pushed {
+        match self.locate(&incoming) {
+            Located::Known(index, sequence) => {
+                self.drop_held();
+                self.insert(index, sequence, incoming, Pushed::Buffered)
+            }
+            Located::New => {
+                self.drop_held();
+                self.anchor_source(&incoming);
+                let index = self.sources.len() - 1;
+                let sequence = self.sources[index].highest_sequence;
+                self.insert(index, sequence, incoming, Pushed::NewSource)
+            }
+            Located::Stray => match self.held.take() {
+                Some(held) if held.ssrc == incoming.ssrc && held.sequence.wrapping_add(1) == incoming.sequence => {
+                    // The packet held aside has a follower: the sender restarted its sequence numbers. A new
+                    // timeline starts with the held packet.
+                    self.anchor_source(&held);
+                    let index = self.sources.len() - 1;
+                    let sequence = self.sources[index].highest_sequence;
+                    self.insert(index, sequence, held, Pushed::NewSource);
+                    self.accept(incoming);
+                    Pushed::NewSource
+                }
+                held => {
+                    if held.is_some() {
+                        self.stats.stray += 1;
+                    }
+                    self.held = Some(incoming);
+                    Pushed::Held
+                }
+            },
+        }
+    }
+
+    fn drop_held(&mut self) {
+        if self.held.take().is_some() {
+            self.stats.stray += 1;
+        }
+    }
+
+    fn insert(&mut self, index: usize, sequence: u64, incoming: Incoming, pushed: Pushed) -> Pushed {
+        let is_current = index + 1 == self.sources.len();
+        let ticks = incoming.content.ticks();
+        let is_audio = matches!(incoming.content, Content::Audio { .. });
         let source = &mut self.sources[index];
+        let timestamp = source.extend_timestamp(incoming.timestamp);
         let key = (source.generation, sequence);
         let start = timestamp + source.offset;
         if source.has_seen(sequence) {
             self.stats.duplicate += 1;
-            return Ok(Pushed::Duplicate);
+            return Pushed::Duplicate;
         }
         source.mark_seen(sequence);
         if sequence < source.highest_sequence {
@@ -413,7 +485,7 @@ impl JitterBuffer {
         let span_played = is_audio && ticks > 0 && self.next_position.is_some_and(|next| start + ticks <= next);
         if too_old || played_already || span_played {
             self.stats.late += 1;
-            return Ok(Pushed::Late);
+            return Pushed::Late;
         }
         if sequence > source.highest_sequence {
             source.highest_sequence = sequence;
@@ -422,13 +494,13 @@ impl JitterBuffer {
         if is_audio {
             source.highest_audio_timestamp =
                 Some(source.highest_audio_timestamp.map_or(timestamp, |t| t.max(timestamp)));
-            if index == self.sources.len() - 1 {
-                let lateness_ns = arrival_ns - self.nanos_of(start + ticks);
-                self.observe_drift(arrival_ns, lateness_ns);
+            if is_current {
+                let lateness_ns = incoming.arrival_ns - self.nanos_of(start + ticks);
+                self.observe_drift(incoming.arrival_ns, lateness_ns);
             }
         }
-        self.buffer.insert(key, Buffered { timestamp, marker: packet.marker, content });
-        Ok(pushed)
+        self.buffer.insert(key, Buffered { timestamp, marker: incoming.marker, content: incoming.content });
+        pushed
     }
 
     /// Plays everything whose play-out time has come by `now`, appending to `out`.
@@ -477,42 +549,47 @@ impl JitterBuffer {
         })
     }
 
-    /// The source a packet belongs to and its extended sequence number, or `None` when it starts a new
-    /// timeline: a new SSRC, a restarted one, or timestamps that jumped without notice.
-    fn locate(
-        &self,
-        ssrc: u32,
-        sequence: u16,
-        timestamp: u32,
-        is_audio: bool,
-        reach: i64,
-        arrival_ns: i64,
-    ) -> Option<(usize, u64)> {
-        let index = self.sources.iter().rposition(|source| source.ssrc == ssrc)?;
+    /// Which timeline a packet belongs to.
+    fn locate(&self, incoming: &Incoming) -> Located {
+        let Some(index) = self.sources.iter().rposition(|source| source.ssrc == incoming.ssrc) else {
+            return Located::New;
+        };
         let source = &self.sources[index];
-        let extended = source.extend_sequence(sequence);
-        if extended <= source.highest_sequence {
-            return Some((index, extended)); // reordered, duplicate or late: never re-anchors
-        }
+        let extended = source.extend_sequence(incoming.sequence);
+        let delta = extended as i64 - source.highest_sequence as i64;
         let is_current = index + 1 == self.sources.len();
-        if !is_current || extended - source.highest_sequence > MAX_DROPOUT {
-            return None;
+        if is_current && !(-MAX_MISORDER..=MAX_DROPOUT).contains(&delta) {
+            // RFC 3550 A.1: held aside until the next packet tells whether the sender restarted.
+            return Located::Stray;
         }
-        let timestamp = source.extend_timestamp(timestamp);
+        if delta <= 0 {
+            return Located::Known(index, extended); // reordered, duplicate or late: never re-anchors
+        }
+        let timestamp = source.extend_timestamp(incoming.timestamp);
+        if !is_current {
+            // Overtaken by the next source's first packets if it ends before that source begins; otherwise an
+            // earlier source came back.
+            let end = timestamp + source.offset + incoming.content.reach();
+            let next_begins = self.sources[index + 1].first_position;
+            return if end <= next_begins { Located::Known(index, extended) } else { Located::New };
+        }
+        let is_audio = matches!(incoming.content, Content::Audio { .. });
         let went_back = is_audio && source.highest_audio_timestamp.is_some_and(|highest| timestamp < highest);
         let max_early = i64::try_from(self.config.max_delay.as_nanos()).unwrap_or(i64::MAX);
-        let too_early = self.nanos_of(timestamp + source.offset + reach) - arrival_ns > max_early;
+        let end = timestamp + source.offset + incoming.content.reach();
+        let too_early = self.nanos_of(end) - incoming.arrival_ns > max_early;
         if went_back || too_early {
-            return None;
+            return Located::New; // the timestamps jumped without notice
         }
-        Some((index, extended))
+        Located::Known(index, extended)
     }
 
     /// Starts a new timeline whose first packet ends at its arrival time, or right after everything already
     /// played or buffered if that is later: a new source never overlaps the old one, and the gap between
     /// them is the real pause, not the difference of two unrelated timestamp bases.
-    fn anchor_source(&mut self, ssrc: u32, sequence: u16, timestamp: u32, reach: i64, arrival_ns: i64) {
-        let mut end = self.position_of_nanos(arrival_ns);
+    fn anchor_source(&mut self, incoming: &Incoming) {
+        let reach = incoming.content.reach();
+        let mut end = self.position_of_nanos(incoming.arrival_ns);
         if let Some(next) = self.next_position {
             end = end.max(next + reach);
         }
@@ -522,8 +599,8 @@ impl JitterBuffer {
             }
         }
         let generation = self.sources.last().map_or(0, |source| source.generation + 1);
-        let offset = end - reach - i64::from(timestamp);
-        self.sources.push(Source::new(ssrc, generation, sequence, timestamp, offset));
+        let offset = end - reach - i64::from(incoming.timestamp);
+        self.sources.push(Source::new(incoming.ssrc, generation, incoming.sequence, incoming.timestamp, offset));
         self.stats.sources += 1;
         self.correction = 0;
         self.drift.reset();
@@ -825,6 +902,84 @@ mod tests {
         assert_eq!(stretch(&frame, 1, 1), [0, 1, 2, 3, 4, 5, 6, 7, 8, 8, 9, 10, 11, 12, 13, 14, 15]);
         assert_eq!(stretch(&frame, 1, -3), [0, 1, 2, 3, 5, 6, 7, 9, 10, 11, 13, 14, 15]);
         assert_eq!(stretch(&frame, 2, -1), [0, 1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 13, 14, 15]);
+    }
+
+    /// Pushes `count` packets of 20 ms of one source, one every 20 ms from `at`.
+    fn feed(
+        buffer: &mut JitterBuffer,
+        ssrc: u32,
+        sequence: u16,
+        timestamp: u32,
+        count: u16,
+        at: Instant,
+    ) -> Vec<Pushed> {
+        (0..count)
+            .map(|n| {
+                let packet = RtpPacket {
+                    ssrc,
+                    sequence: sequence.wrapping_add(n),
+                    timestamp: timestamp.wrapping_add(u32::from(n) * 160),
+                    ..pcmu(0, 0, 160)
+                };
+                buffer.push(packet, at + ms(20 * u64::from(n))).unwrap()
+            })
+            .collect()
+    }
+
+    fn silence(out: &[StreamOutput]) -> u64 {
+        out.iter().map(|output| if let StreamOutput::Silence { ticks, .. } = output { *ticks } else { 0 }).sum()
+    }
+
+    #[test]
+    fn timestamps_that_jump_without_notice_start_a_new_timeline_where_the_old_one_ended() {
+        for jump in [8000 * 3600, 8000u32.wrapping_neg()] {
+            let start = Instant::now();
+            let mut buffer = JitterBuffer::new(JitterConfig::default(), PayloadTypes::default());
+            feed(&mut buffer, 7, 100, 1_000_000, 50, start);
+            // Same SSRC, sequence numbers going on, timestamps an hour ahead or a second back.
+            let pushed = feed(&mut buffer, 7, 150, 1_000_000u32.wrapping_add(jump), 50, start + ms(1000));
+            assert_eq!(pushed[0], Pushed::NewSource);
+            assert!(pushed[1..].iter().all(|p| *p == Pushed::Buffered));
+            let mut out = Vec::new();
+            buffer.finish(&mut out);
+            let stats = buffer.stats();
+            assert_eq!((stats.sources, stats.played_ticks, stats.lost), (2, 100 * 160, 0));
+            assert_eq!(silence(&out), 0, "not an hour of silence, and no overlap");
+        }
+    }
+
+    #[test]
+    fn a_sender_that_restarts_its_sequence_numbers_goes_on_from_its_first_packet() {
+        let start = Instant::now();
+        let mut buffer = JitterBuffer::new(JitterConfig::default(), PayloadTypes::default());
+        feed(&mut buffer, 7, 100, 0, 50, start);
+        let pushed = feed(&mut buffer, 7, 40_000, 8000, 50, start + ms(1000));
+        assert_eq!(pushed[..3], [Pushed::Held, Pushed::NewSource, Pushed::Buffered]);
+        // A stray packet that nothing follows is dropped.
+        let stray = RtpPacket { sequence: 10, timestamp: 16_000, ..pcmu(0, 0, 160) };
+        assert_eq!(buffer.push(stray, start + ms(2000)), Ok(Pushed::Held));
+        feed(&mut buffer, 7, 40_050, 16_000, 10, start + ms(2000));
+        let mut out = Vec::new();
+        buffer.finish(&mut out);
+        let stats = buffer.stats();
+        assert_eq!((stats.sources, stats.played_ticks, stats.stray, stats.lost), (2, 110 * 160, 1, 0));
+        assert_eq!(silence(&out), 0);
+    }
+
+    #[test]
+    fn a_straggler_of_the_previous_source_is_still_played_in_its_place() {
+        let start = Instant::now();
+        let mut buffer = JitterBuffer::new(JitterConfig::default(), PayloadTypes::default());
+        feed(&mut buffer, 7, 100, 0, 49, start);
+        feed(&mut buffer, 8, 5000, 777, 50, start + ms(1000));
+        // The old source's last packet overtaken by the new source's first.
+        let straggler = RtpPacket { sequence: 149, timestamp: 49 * 160, ..pcmu(0, 0, 160) };
+        assert_eq!(buffer.push(straggler, start + ms(1010)), Ok(Pushed::Buffered));
+        let mut out = Vec::new();
+        buffer.finish(&mut out);
+        let stats = buffer.stats();
+        assert_eq!((stats.sources, stats.played_ticks, stats.lost, stats.late), (2, 100 * 160, 0, 0));
+        assert_eq!(silence(&out), 0);
     }
 
     #[test]

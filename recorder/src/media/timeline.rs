@@ -505,6 +505,26 @@ mod tests {
     }
 
     #[test]
+    fn a_mixed_stream_feeds_both_channels_and_mono_mixes_every_stream() {
+        let start = Instant::now();
+        let clock = StreamClock { origin: start, rate: 8000 };
+        let mut stereo = Timeline::new(start, 8000, Layout::Stereo);
+        let mixed = stereo.add_stream(Route::Both);
+        stereo.push(mixed, clock, &chunk(0, Codec::Pcma, 300)).unwrap();
+        let mut out = Drained::default();
+        stereo.finish(start + Duration::from_millis(20), &mut out);
+        assert_eq!(out.samples, vec![300; 320]);
+
+        let mut mono = Timeline::new(start, 8000, Layout::Mono);
+        let (a, b) = (mono.add_stream(Route::Left), mono.add_stream(Route::Right));
+        mono.push(a, clock, &chunk(0, Codec::Pcmu, 30000)).unwrap();
+        mono.push(b, clock, &chunk(0, Codec::Pcmu, 10000)).unwrap();
+        let mut out = Drained::default();
+        mono.finish(start + Duration::from_millis(20), &mut out);
+        assert_eq!(out.samples, vec![i16::MAX; 160], "mixed, saturating");
+    }
+
+    #[test]
     fn a_paused_stream_records_silence_and_no_dtmf() {
         let start = Instant::now();
         let mut timeline = Timeline::new(start, 8000, Layout::Mono);
