@@ -267,6 +267,23 @@ fn a_talk_spurt_after_silence_suppression_is_silence_not_loss() {
     }
 }
 
+#[test]
+fn drift_is_corrected_in_the_silence_before_a_talk_spurt_not_in_the_audio() {
+    let sender = Sender {
+        skew_ppm: 200.0,
+        talk_spurts: Some((Duration::from_secs(2), ms(600))),
+        ..Sender::new(Codec::Pcmu, 20, Duration::from_secs(120))
+    };
+    let run = run_jitter(sender, jittery(8, 20));
+    assert_in_order_and_contiguous(&run);
+    // 200 ppm of 120 s is 24 ms, 192 ticks, all taken out of the pauses.
+    assert!(run.stats.drift_dropped_ticks >= 150, "{:?}", run.stats);
+    let played = played_frames(&run);
+    let settled = played.iter().skip_while(|(frame, _)| *frame < 250);
+    assert!(settled.clone().all(|(_, chunk)| chunk.ticks == 160), "after the first correction, no audio is stretched");
+    assert_eq!((run.stats.lost, run.stats.concealed_ticks), (0, 0));
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Whole calls: two streams, the timeline, the recording
 
@@ -400,6 +417,7 @@ fn two_channels_stay_aligned_within_20_ms_over_three_hours() {
         frames += drained.samples.len() as u64 / 2;
     });
     assert_eq!(frames, 3 * 3600 * 8000, "the recording is as long as the call");
+    assert_eq!(call.timeline_stats().late_samples, 0, "the timeline never had to drop a sample");
     // The first pulse (at 1 s) may still carry the first packet's own network delay, which the jitter buffer
     // measures over its first second; from 2 s on, both channels are where the network put them.
     let seconds = 3 * 3600 - 1;
@@ -422,12 +440,13 @@ fn output_duration_equals_the_wall_clock_duration() {
     let network = Network { loss: 0.01, duplicate: 0.01, ..jittery(11, 30) };
     let (mut left, mut right) = (PulseFinder::new(0, 2), PulseFinder::new(1, 2));
     let mut frames = 0u64;
-    run_call(senders, network, CallMediaConfig::default(), end, |drained| {
+    let (call, _) = run_call(senders, network, CallMediaConfig::default(), end, |drained| {
         left.feed(&drained.samples, 8000);
         right.feed(&drained.samples, 8000);
         frames += drained.samples.len() as u64 / 2;
     });
     assert_eq!(frames, 62_345 * 8, "as many frames as the call lasted");
+    assert_eq!(call.timeline_stats().late_samples, 0);
     let (left, right) = (left.errors(8000, ms(30)), right.errors(8000, ms(30)));
     // Pulses every second from 1 s to the end of each sender: late starts are silence, not a shift.
     assert_eq!(left.keys().next(), Some(&1));

@@ -8,8 +8,9 @@
 //! its arrival time (it cannot arrive before it was captured), and is played once the play-out clock
 //! (`now - target_delay`) has passed its end: a packet up to `target_delay` late, whatever its length, is
 //! still played. The sender's clock and ours drift apart; the least lateness of recent packets measures it and
-//! the mapping is corrected by repeating or dropping ticks spread over the next played frames when it passes
-//! `drift_threshold`, so that the stream stays on the wall clock for hours.
+//! the mapping is corrected when it passes `drift_threshold`, so that the stream stays on the wall clock for
+//! hours: in the silence before a talk spurt (marker bit) when one comes within a few seconds, otherwise by
+//! repeating or dropping ticks spread over the next played frames.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -351,6 +352,10 @@ pub struct JitterBuffer {
     drift: DriftEstimator,
     /// Ticks still to insert (> 0) or drop (< 0) on the current source.
     correction: i64,
+    /// Until which position the correction waits for a talk spurt to be made in silence, before it stretches
+    /// the audio; `None` for a source's first correction (its first packet's own delay), made at once.
+    stretch_after: Option<i64>,
+    corrected_once: bool,
     /// A packet far from the current sequence, until the next one tells what it was.
     held: Option<Incoming>,
     stats: JitterStats,
@@ -378,6 +383,8 @@ impl JitterBuffer {
             dtmf: DtmfTracker::default(),
             drift,
             correction: 0,
+            stretch_after: None,
+            corrected_once: false,
             held: None,
             stats: JitterStats::default(),
         }
@@ -603,6 +610,8 @@ impl JitterBuffer {
         self.sources.push(Source::new(incoming.ssrc, generation, incoming.sequence, incoming.timestamp, offset));
         self.stats.sources += 1;
         self.correction = 0;
+        self.stretch_after = None;
+        self.corrected_once = false;
         self.drift.reset();
         while self.sources.len() > KEPT_SOURCES {
             let oldest = self.sources[0].generation;
@@ -619,6 +628,12 @@ impl JitterBuffer {
         if self.correction == 0 && estimate.abs() > threshold {
             // Late packets (a slow sender) move the mapping later: ticks are inserted; early ones, dropped.
             self.correction = self.position_of_nanos_rounded(estimate);
+            let patience =
+                self.config.drift_window.saturating_mul(u32::try_from(self.config.drift_windows).unwrap_or(1));
+            let patience = i64::try_from(patience.as_nanos()).unwrap_or(i64::MAX);
+            self.stretch_after =
+                self.corrected_once.then(|| self.position_of_nanos(arrival_ns.saturating_add(patience)));
+            self.corrected_once = true;
         }
     }
 
@@ -634,9 +649,14 @@ impl JitterBuffer {
                 }
                 return;
             };
-            let start = self.position(key.0, head.timestamp);
+            let mut start = self.position(key.0, head.timestamp);
             let reach = head.content.reach();
             let next = self.next_position.unwrap_or(start);
+            let talk_spurt = head.marker && matches!(head.content, Content::Audio { .. });
+            if talk_spurt && start > next && self.correction != 0 && self.is_current(key.0) {
+                // A talk spurt after silence suppression: correct the drift in the silence, not in the audio.
+                start += self.shift_current(self.correction.max(next - start));
+            }
             if start > next {
                 if start > frontier {
                     // The gap's extent is known but a packet for it may still come: play only what is certain.
@@ -654,12 +674,12 @@ impl JitterBuffer {
             let Some((key, packet)) = self.buffer.pop_first() else { return };
             match packet.content {
                 Content::Event(event) => {
-                    self.note_played(key, packet.marker, false);
+                    self.note_played(key, false);
                     let before = out.len();
                     self.dtmf.on_packet(key.0, packet.timestamp, start, event, out);
                     self.stats.dtmf_events += (out.len() - before) as u64;
                 }
-                Content::Audio { codec, payload } => self.play_audio(key, start, packet.marker, codec, &payload, out),
+                Content::Audio { codec, payload } => self.play_audio(key, start, codec, &payload, out),
             }
         }
     }
@@ -673,9 +693,10 @@ impl JitterBuffer {
     }
 
     /// Counts the sequence numbers skipped before `key`; when an audio packet closes a gap of silence, tells
-    /// how much of it was loss: all of it, unless the packet starts a talk spurt (marker bit), when only the
-    /// missing packets' length is loss and the rest was silence suppression.
-    fn note_played(&mut self, key: Key, marker: bool, closes_gap: bool) {
+    /// how much of it was loss: the missing packets' length (each as long as the last one played), at most the
+    /// gap. The rest was silence suppression (no packet is missing when a talk spurt starts after it), a DTMF
+    /// tone, or a change of source.
+    fn note_played(&mut self, key: Key, closes_gap: bool) {
         let missing = match self.last_played {
             Some((generation, sequence)) if generation == key.0 => key.1.saturating_sub(sequence + 1),
             _ => 0,
@@ -684,40 +705,27 @@ impl JitterBuffer {
         self.open_gap_missing += missing;
         self.last_played = Some(key);
         if closes_gap {
-            let gap = self.open_gap_ticks;
-            let lost = match (self.open_gap_missing, marker) {
-                (0, _) => 0,
-                (_, false) => gap,
-                (missing, true) => gap.min(missing * self.last_frame_ticks.unsigned_abs()),
-            };
+            let lost = self.open_gap_ticks.min(self.open_gap_missing * self.last_frame_ticks.unsigned_abs());
             self.stats.concealed_ticks += lost;
             self.open_gap_ticks = 0;
             self.open_gap_missing = 0;
         }
     }
 
-    fn play_audio(
-        &mut self,
-        key: Key,
-        start: i64,
-        marker: bool,
-        codec: Codec,
-        payload: &[u8],
-        out: &mut Vec<StreamOutput>,
-    ) {
+    fn play_audio(&mut self, key: Key, start: i64, codec: Codec, payload: &[u8], out: &mut Vec<StreamOutput>) {
         let frame_ticks = i64::from(codec.ticks(payload.len()));
         let next = self.next_position.unwrap_or(start);
         if frame_ticks == 0 {
-            self.note_played(key, marker, false); // an empty payload (a keep-alive) holds no audio
+            self.note_played(key, false); // an empty payload (a keep-alive) holds no audio
             return;
         }
         if start + frame_ticks <= next {
             // Its span was played already (timestamps overlapping the previous packet's).
-            self.note_played(key, marker, false);
+            self.note_played(key, false);
             self.stats.late += 1;
             return;
         }
-        self.note_played(key, marker, true);
+        self.note_played(key, true);
         let per_tick = codec.samples_per_tick() as usize;
         let mut samples = Vec::with_capacity((payload.len() + 1) * per_tick);
         self.decoder(codec).decode(payload, &mut samples);
@@ -729,32 +737,41 @@ impl JitterBuffer {
             position = next;
             ticks -= cut;
         }
-        let current = self.sources.last().map(|source| source.generation);
-        if self.correction != 0 && current == Some(key.0) {
+        let patient = self.stretch_after.is_some_and(|after| position < after);
+        if self.correction != 0 && self.is_current(key.0) && !patient {
             // An eighth of what is left, at least one tick and at most a sixteenth of the frame: a large error
             // (the first packet's own delay) goes in under a second, the slow drift of a clock one tick at a time.
             let step = (self.correction / 8).clamp(-ticks / 16, ticks / 16);
             let step = if step == 0 { self.correction.signum() } else { step };
-            let step = if ticks + step < 1 { 0 } else { step };
-            if step != 0 {
+            if ticks + step >= 1 {
                 samples = stretch(&samples, per_tick, step);
-                ticks += step;
-                self.correction -= step;
-                if step > 0 {
-                    self.stats.drift_inserted_ticks += step.unsigned_abs();
-                } else {
-                    self.stats.drift_dropped_ticks += step.unsigned_abs();
-                }
-                if let Some(source) = self.sources.last_mut() {
-                    source.offset += step;
-                }
-                self.drift.shift(self.nanos_of(step));
+                ticks += self.shift_current(step);
             }
         }
         self.last_frame_ticks = frame_ticks;
         self.next_position = Some(position + ticks);
         self.stats.played_ticks += ticks.unsigned_abs();
         out.push(StreamOutput::Audio(AudioChunk { position, ticks: ticks as u32, codec, samples }));
+    }
+
+    fn is_current(&self, generation: u32) -> bool {
+        self.sources.last().is_some_and(|source| source.generation == generation)
+    }
+
+    /// Moves the current source's positions by `step` ticks (later when positive) as part of the drift
+    /// correction; returns `step`.
+    fn shift_current(&mut self, step: i64) -> i64 {
+        self.correction -= step;
+        if step > 0 {
+            self.stats.drift_inserted_ticks += step.unsigned_abs();
+        } else {
+            self.stats.drift_dropped_ticks += step.unsigned_abs();
+        }
+        if let Some(source) = self.sources.last_mut() {
+            source.offset += step;
+        }
+        self.drift.shift(self.nanos_of(step));
+        step
     }
 
     fn decoder(&mut self, codec: Codec) -> &mut Decoder {
