@@ -19,7 +19,10 @@ enum Mode {
 #[derive(Debug, Clone)]
 pub(crate) struct Resampler {
     mode: Mode,
-    taps: [f32; TAPS],
+    /// The filter's non-zero taps as (delay, weight): a half-band filter's even taps are zero but the centre
+    /// one, which halves the work. For ×2, one list per output phase, delays counted in input samples.
+    taps: Vec<(usize, f32)>,
+    phases: [Vec<(usize, f32)>; 2],
     /// The last inputs, oldest first (`TAPS` of them for ÷2, `TAPS / 2 + 1` for ×2), then the new ones.
     history: Vec<f32>,
     /// Outputs still to discard: the filter's delay at the start.
@@ -42,7 +45,11 @@ impl Resampler {
         } else {
             return None;
         };
-        let mut resampler = Self { mode, taps: low_pass(), history: Vec::new(), skip: 0, parity: 0, primed: false };
+        let taps: Vec<(usize, f32)> = low_pass().into_iter().enumerate().filter(|(_, tap)| tap.abs() > 1e-9).collect();
+        // Tap k = 2i + p of the filter weighs input m - i for output phase p.
+        let phases =
+            [0, 1].map(|phase| taps.iter().filter(|(k, _)| k % 2 == phase).map(|&(k, tap)| (k / 2, tap)).collect());
+        let mut resampler = Self { mode, taps, phases, history: Vec::new(), skip: 0, parity: 0, primed: false };
         resampler.restart();
         Some(resampler)
     }
@@ -110,10 +117,7 @@ impl Resampler {
         for newest in kept..self.history.len() {
             // y[2m + p] = 2 Σ h[2i + p] x[m - i]
             for phase in 0..2 {
-                let mut sum = 0.0;
-                for (i, tap) in self.taps.iter().skip(phase).step_by(2).enumerate() {
-                    sum += tap * self.history[newest - i];
-                }
+                let sum: f32 = self.phases[phase].iter().map(|&(i, tap)| tap * self.history[newest - i]).sum();
                 self.emit(2.0 * sum, out);
             }
         }
@@ -126,8 +130,8 @@ impl Resampler {
         for newest in TAPS..self.history.len() {
             self.parity ^= 1;
             if self.parity == 1 {
-                let window = &self.history[newest + 1 - TAPS..=newest];
-                let sum: f32 = window.iter().rev().zip(&self.taps).map(|(x, h)| x * h).sum();
+                // y[m] = Σ h[k] x[2m - k]
+                let sum: f32 = self.taps.iter().map(|&(k, tap)| tap * self.history[newest - k]).sum();
                 self.emit(sum, out);
             }
         }
