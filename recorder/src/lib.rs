@@ -5,4 +5,5 @@
 pub mod multipart;
 pub mod sdp;
 pub mod sip;
+pub mod siprec;
 pub mod siprec_metadata;

@@ -823,6 +823,8 @@ fn is_header_safe(value: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use rsip::message::HasHeaders;
+
     use super::*;
 
     const OPTIONS: &str = "OPTIONS sip:recorder@203.0.113.5:5060 SIP/2.0\r\n\
@@ -849,6 +851,23 @@ mod tests {
         assert_eq!(message.to().tag(), None);
         assert_eq!(message.max_forwards(), Some(70));
         assert!(message.body().is_empty());
+    }
+
+    /// Pins down why framing and URIs are parsed here rather than by rsip 0.4 (if this starts failing, rsip
+    /// changed and may take over more of the work).
+    #[test]
+    fn rsip_alone_is_not_enough() {
+        let dotted = rsip::Uri::try_from("sip:john.doe@example.com").unwrap();
+        assert!(dotted.auth.is_none(), "rsip puts a dotted user into the host: {dotted:?}");
+        assert!(rsip::Uri::try_from("sip:srs@[2001:db8::1]:5060").is_err(), "rsip refuses IPv6 references");
+        let lf_only = "OPTIONS sip:srs@example.com SIP/2.0\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\n\n";
+        assert!(rsip::SipMessage::try_from(lf_only).is_err(), "rsip needs CRLF");
+        let compact = "OPTIONS sip:srs@example.com SIP/2.0\r\ni: abc\r\n\r\n";
+        let message = rsip::SipMessage::try_from(compact).unwrap();
+        assert!(
+            matches!(message.headers().iter().next(), Some(rsip::Header::Other(name, _)) if name == "i"),
+            "rsip does not know compact forms"
+        );
     }
 
     #[test]
