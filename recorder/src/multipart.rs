@@ -156,7 +156,9 @@ pub fn split_with_boundary<'a>(boundary: &str, body: &'a [u8]) -> Result<Multipa
             if parts.len() == MAX_PARTS {
                 return Err(MultipartError::TooManyParts);
             }
-            parts.push(parse_part(parts.len(), &body[start..found.content_end])?);
+            // Back-to-back delimiter lines share one line break: the part between them is empty.
+            let end = found.content_end.max(start);
+            parts.push(parse_part(parts.len(), &body[start..end])?);
         }
         if closing {
             terminated = true;
@@ -375,6 +377,17 @@ mod tests {
         let multipart = split_with_boundary("b1", body.as_bytes()).unwrap();
         assert_eq!(multipart.parts.len(), 1);
         assert_eq!(multipart.parts[0].body, b"see --b1 here\r\nx--b1\r\n--b1extra");
+    }
+
+    #[test]
+    fn back_to_back_delimiters_make_an_empty_part() {
+        // Found by the multipart fuzz target: the line break between two delimiter lines was counted twice.
+        for body in ["--b\n--b\nContent-Type: text/plain\n\nx\n--b--", "--b\r\n--b\r\n\r\nx\r\n--b--"] {
+            let multipart = split_with_boundary("b", body.as_bytes()).unwrap();
+            assert_eq!(multipart.parts.len(), 2);
+            assert!(multipart.parts[0].body.is_empty() && multipart.parts[0].headers.is_empty());
+            assert_eq!(multipart.parts[1].body, b"x");
+        }
     }
 
     #[test]

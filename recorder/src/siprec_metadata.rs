@@ -3,6 +3,8 @@
 //! partial updates later re-INVITEs carry. It refuses any DTD (so no entity is ever expanded) and bounds
 //! document size, element count, depth and text lengths; ids stay strings, times stay as sent.
 
+use std::collections::HashSet;
+
 use quick_xml::events::{BytesRef, BytesStart, Event};
 use quick_xml::name::ResolveResult;
 use quick_xml::NsReader;
@@ -192,22 +194,33 @@ impl RecordingMetadata {
             .iter()
             .filter(|assoc| assoc.participant_id == participant_id)
             .flat_map(|assoc| &assoc.send);
-        let mut ids: Vec<&str> = Vec::new();
-        for id in own.chain(associated) {
-            if !ids.contains(&id.as_str()) {
-                ids.push(id);
-            }
-        }
-        ids
+        let mut seen = HashSet::new();
+        own.chain(associated).map(String::as_str).filter(|id| seen.insert(*id)).collect()
     }
 
-    /// The participant sending the stream whose SDP label is `label`, if the metadata says so.
+    /// The participant sending the stream(s) whose SDP label is `label`: the first, in document order, that
+    /// lists one of them in its own `<send>` or in a `<participantstreamassoc>`. Linear in the document, as
+    /// a hostile one may hold thousands of elements.
     pub fn sender_of_label(&self, label: &str) -> Option<&Participant> {
-        self.streams.iter().filter(|stream| stream.label.as_deref() == Some(label)).find_map(|stream| {
-            self.participants
-                .iter()
-                .find(|participant| self.streams_sent_by(&participant.id).contains(&stream.id.as_str()))
-        })
+        let stream_ids: HashSet<&str> = self
+            .streams
+            .iter()
+            .filter(|stream| stream.label.as_deref() == Some(label))
+            .map(|stream| stream.id.as_str())
+            .collect();
+        if stream_ids.is_empty() {
+            return None;
+        }
+        let sends = |ids: &[String]| ids.iter().any(|id| stream_ids.contains(id.as_str()));
+        let associated: HashSet<&str> = self
+            .participant_stream_assocs
+            .iter()
+            .filter(|assoc| sends(&assoc.send))
+            .map(|assoc| assoc.participant_id.as_str())
+            .collect();
+        self.participants
+            .iter()
+            .find(|participant| sends(&participant.send) || associated.contains(participant.id.as_str()))
     }
 
     fn upsert_group(&mut self, update: Group) {

@@ -250,3 +250,41 @@ fn exercise(input: &[u8], previous: &siprec_metadata::RecordingMetadata) {
         let _ = multipart::split_with_boundary(boundary, input);
     }
 }
+
+/// A document within every limit but built to make naive lookups cubic: thousands of streams sharing one
+/// label, participants and associations. Parsing, merging and assigning channels must stay fast.
+#[test]
+fn adversarial_metadata_within_the_limits_is_processed_quickly() {
+    let mut document = String::from("<recording>");
+    for index in 0..1500 {
+        document.push_str(&format!("<stream stream_id='s{index}'><label>1</label></stream>"));
+    }
+    for index in 0..1000 {
+        document.push_str(&format!("<participant participant_id='p{index}'><send>x{index}</send></participant>"));
+    }
+    for index in 0..1000 {
+        document.push_str(&format!(
+            "<participantstreamassoc participant_id='p{index}'><send>y</send></participantstreamassoc>"
+        ));
+    }
+    document.push_str(
+        "<participantstreamassoc participant_id='p999'><send>s1499</send></participantstreamassoc></recording>",
+    );
+    assert!(document.len() < MAX_DOCUMENT_BYTES);
+    let started = std::time::Instant::now();
+    let metadata = siprec_metadata::parse(document.as_bytes()).expect("within the limits");
+    let merged = merge_update(&metadata, &metadata);
+    let streams: Vec<_> = (0..16)
+        .map(|index| recall_recorder::siprec::OfferedStream {
+            index,
+            label: Some("1".into()),
+            audio: true,
+            port: 4000,
+            direction: recall_recorder::sdp::Direction::SendOnly,
+            on_hold: false,
+        })
+        .collect();
+    let assignment = assign_channels(&streams, Some(&merged), |_| false);
+    assert_eq!(assignment.streams[0].participant_id.as_deref(), Some("p999"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "took {:?}", started.elapsed());
+}
