@@ -1,7 +1,6 @@
-//! SDP offers as SIPREC clients and plain SIP peers send them (RFC 4566/8866 lines, RFC 3264 offer/answer,
-//! RFC 4574 `a=label`), and the answer a recording server gives: every stream received, never sent.
-//! Strict about what the recorder relies on (m=, c=, rtpmap), tolerant of line order, LF-only line ends and
-//! attributes it does not use. It never allocates ports or addresses: the caller passes them in.
+//! SDP offers (RFC 8866 lines, RFC 3264 offer/answer, RFC 4574 labels) and the answer a recording server
+//! gives: every stream received, none sent. Strict on what the recorder relies on (m=, c=, rtpmap), tolerant
+//! of line order, bare LF and unused lines; it never picks ports or addresses itself: the caller passes them.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;

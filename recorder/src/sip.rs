@@ -1,8 +1,6 @@
-//! SIP messages (RFC 3261) as the recorder receives them: bytes to the few typed fields it acts on, and the
-//! responses it sends back. rsip 0.4 (frozen since 2022) stays behind this module so it can be replaced:
-//! its tokenizer needs CRLF, long header names and unfolded lines, and its URI grammar mis-splits users that
-//! contain a dot and refuses IPv6 hosts, so framing, compact names, folding and name-addr/URI parsing are
-//! ours; rsip names the methods and writes responses. No I/O, no state, no panics; sizes are bounded.
+//! SIP messages (RFC 3261) as the recorder receives them, parsed into the few typed fields it acts on, and
+//! the responses it sends back. Never does I/O, keeps state or panics, and bounds every size; rsip (frozen
+//! since 2022) is used only in here, so replacing it touches nothing else.
 
 use std::fmt;
 use std::str::FromStr;
@@ -10,6 +8,10 @@ use std::str::FromStr;
 use rsip::headers::UntypedHeader;
 
 use crate::multipart::{is_token_byte, truncated, ContentType};
+
+// rsip 0.4's tokenizer needs CRLF, long header names and unfolded lines, and its URI grammar puts dotted users
+// into the host and refuses IPv6 references (pinned by the `rsip_alone_is_not_enough` test). So framing,
+// compact names, folding and name-addr/URI parsing are done here; rsip names the methods and writes responses.
 
 /// RFC 3261 §18.1.1 makes 64 KiB the practical ceiling of a SIP message (the largest UDP datagram); a
 /// SIPREC INVITE is 3–8 KiB.

@@ -1,7 +1,6 @@
-//! From a parsed INVITE (or re-INVITE, or UPDATE) to what the recorder must set up: SIPREC (RFC 7866) or
-//! plain SIP, the offered streams with their labels, the recording metadata, the call's parties, and the
-//! rule that puts each stream on the left or right channel. Pure decisions: nothing is opened or looked up
-//! here; whether an AOR is one of a user's extensions is the caller's closure.
+//! From a parsed INVITE, re-INVITE or UPDATE to what the recorder sets up: SIPREC (RFC 7866) or plain SIP,
+//! the offered streams, the metadata, the parties, and each stream's channel. Pure decisions: it opens and
+//! looks up nothing; whether an AOR is one of a user's extensions comes in as the caller's closure.
 
 use crate::multipart::{self, MultipartError};
 use crate::sdp::{self, Direction, SdpError, SessionDescription};

@@ -1,7 +1,6 @@
-//! SIPREC recording metadata (RFC 7865 XML, content type `application/rs-metadata+xml` of RFC 9806, or the
-//! older `application/rs-metadata`), in the RFC namespace, the draft one or none, and the merging of the
-//! partial updates later re-INVITEs carry. It refuses any DTD (so no entity is ever expanded) and bounds
-//! document size, element count, depth and text lengths; ids stay strings, times stay as sent.
+//! SIPREC recording metadata (RFC 7865 XML as `application/rs-metadata+xml` or `application/rs-metadata`,
+//! in the RFC, draft or no namespace) and the merging of later partial updates. Never reads a DTD or expands
+//! an entity, and bounds document size, element count, depth and text; ids and times stay strings.
 
 use std::collections::HashSet;
 
