@@ -750,7 +750,8 @@ pub struct ResponseParts<'a> {
 }
 
 /// Builds the response to `request`: Via (all of them, in order), From, To (with our tag), Call-ID and
-/// CSeq copied (RFC 3261 §8.2.6.2), then `parts.headers`, Content-Type and Content-Length.
+/// CSeq copied (RFC 3261 §8.2.6.2), Record-Route on 101–299, then `parts.headers`, Content-Type and
+/// Content-Length.
 pub fn build_response(
     request: &Message,
     status: u16,
@@ -784,6 +785,12 @@ pub fn build_response(
     headers.push(rsip::Header::From(rsip::headers::From::new(raw("From"))));
     headers.push(rsip::Header::To(rsip::headers::To::new(to)));
     headers.push(rsip::Header::CallId(rsip::headers::CallId::new(request.call_id())));
+    // RFC 3261 §12.1.1: responses that may establish a dialog carry the request's Record-Route, in order.
+    if (101..300).contains(&status) {
+        for route in request.headers("Record-Route") {
+            headers.push(rsip::Header::RecordRoute(rsip::headers::RecordRoute::new(route)));
+        }
+    }
     headers.push(rsip::Header::CSeq(rsip::headers::CSeq::new(format!(
         "{} {}",
         request.cseq().number,
@@ -835,6 +842,8 @@ mod tests {
         Max-Forwards: 70\r\n\
         From: \"Ops \\\"Night\\\" <Shift>\" <sip:ping.monitor@example.com>;tag=98asjd8\r\n\
         To: <sip:recorder@203.0.113.5>\r\n\
+        Record-Route: <sip:proxy1.example.com;lr>\r\n\
+        Record-Route: <sip:proxy2.example.com;lr>\r\n\
         Call-ID: 7bd0c9a2-options@192.0.2.10\r\n\
         CSeq: 1 OPTIONS\r\n\
         Content-Length: 0\r\n\r\n";
@@ -993,6 +1002,13 @@ mod tests {
         assert_eq!(response.method(), &Method::Options);
         assert_eq!(response.call_id(), request.call_id());
 
+        assert_eq!(
+            response.headers("Record-Route").collect::<Vec<_>>(),
+            vec!["<sip:proxy1.example.com;lr>", "<sip:proxy2.example.com;lr>"]
+        );
+        let refused = build_response(&request, 488, "Not Acceptable Here", &ResponseParts::default()).unwrap();
+        let refused = parse(&refused, Transport::Stream).unwrap();
+        assert_eq!(refused.header("Record-Route"), None, "a failure establishes no dialog");
         let trying = build_response(&request, 100, "Trying", &parts).unwrap();
         assert_eq!(parse(&trying, Transport::Stream).unwrap().to().tag(), None);
         let unsafe_header =
