@@ -90,8 +90,7 @@ impl Projection for Calls {
 
     fn indexes(&self, s: &str) -> Vec<String> {
         vec![
-            // Covers the user id: a page of a group's or a supervisor's calls filters users in the index.
-            format!("CREATE INDEX ON {s}.calls (tenant_id, started_at DESC, call_id DESC) INCLUDE (user_id)"),
+            format!("CREATE INDEX ON {s}.calls (tenant_id, started_at DESC, call_id DESC)"),
             format!("CREATE INDEX ON {s}.calls (user_id, started_at DESC, call_id DESC)"),
             format!("CREATE INDEX ON {s}.calls (tenant_id, extension, started_at DESC)"),
             format!("CREATE INDEX ON {s}.calls (tenant_id, started_at DESC, call_id DESC) WHERE user_id IS NULL"),

@@ -180,8 +180,7 @@ const CALL_COLUMNS: &str =
      c.site, c.recorder_node, c.started_at, c.ended_at, c.duration_ms, c.custom, c.end_reason, c.paused_since, \
      c.paused_ms, c.dtmf, c.recording, c.failures";
 
-/// Up to this many users (a group's, a supervisor's), calls are looked up by their user ids; beyond, the
-/// group and scope conditions go into one scan.
+/// A group's or a supervisor's users are merged per user up to this many; beyond, one scan.
 const MERGE_AT_MOST: i64 = 100;
 
 /// The users whose calls the filter's group and the viewer's scope leave, when they are few enough to
@@ -216,8 +215,8 @@ async fn members(
 }
 
 /// ` AND …` for every condition on calls `c`: the viewer's scope, the filter and the page's cursor. With
-/// `of_member`, the query is limited to [`members`]' users, who are within the scope and the group
-/// already: only the tenant is checked again, which the covering index answers.
+/// `of_member`, the query is one of [`members`]' users, who are within the scope and the group already:
+/// only the tenant is checked again, which keeps a merge of many users cheap to plan.
 fn conditions(
     qb: &mut QueryBuilder<'_, sqlx::Postgres>,
     v: &crate::auth::Viewer,
@@ -314,18 +313,18 @@ impl CallsQuery {
                 return Ok(connection(&page, Vec::<Call>::new(), |_| Vec::new()));
             }
             Some(users) => {
-                // The page's keys first, from the covering index over the tenant's calls by time (user
-                // ids included, so no row is read to filter), then only the page's rows. One statement
-                // text for any number of users: the database plans it once per connection.
-                let outer = CALL_COLUMNS.replace("c.", "o.");
-                let mut qb = QueryBuilder::new(format!(
-                    "SELECT {outer} FROM {CALLS}.calls o WHERE o.call_id IN \
-                     (SELECT c.call_id FROM {CALLS}.calls c WHERE c.user_id = ANY("
-                ));
-                qb.push_bind(users).push(")");
-                conditions(&mut qb, v, &filter, &page, true)?;
-                qb.push(" ORDER BY c.started_at DESC, c.call_id DESC LIMIT ").push_bind(page.limit());
-                qb.push(") ORDER BY o.started_at DESC, o.call_id DESC");
+                // One ordered branch per user, merged: the database reads about one page of rows in all,
+                // where one scan over the tenant's calls would read and discard every other user's.
+                let mut qb = QueryBuilder::new("SELECT * FROM (");
+                for (i, user) in users.iter().enumerate() {
+                    if i > 0 {
+                        qb.push(" UNION ALL ");
+                    }
+                    qb.push(format!("(SELECT {CALL_COLUMNS} FROM {CALLS}.calls c WHERE c.user_id = ")).push_bind(*user);
+                    conditions(&mut qb, v, &filter, &page, true)?;
+                    qb.push(" ORDER BY c.started_at DESC, c.call_id DESC LIMIT ").push_bind(page.limit()).push(")");
+                }
+                qb.push(") c ORDER BY c.started_at DESC, c.call_id DESC LIMIT ").push_bind(page.limit());
                 qb
             }
             None => {
