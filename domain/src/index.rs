@@ -32,6 +32,10 @@ pub enum Namespace {
     GroupMembers(Uuid),
     /// Calls of a tenant not assigned to any user, by extension; the key is `<extension>/<call id>`.
     UnassignedCalls(Uuid),
+    /// Networks recording clients call from, service-wide: each is trusted by one tenant at most.
+    RecordingNetwork,
+    /// SIP domains, service-wide: each belongs to one tenant at most.
+    SipDomain,
 }
 
 impl Namespace {
@@ -48,6 +52,8 @@ impl Namespace {
             Self::RoleHolders(_) => "role holder",
             Self::GroupMembers(_) => "group member",
             Self::UnassignedCalls(_) => "unassigned call",
+            Self::RecordingNetwork => "trusted recording network",
+            Self::SipDomain => "SIP domain",
         }
     }
 }
@@ -66,6 +72,8 @@ impl fmt::Display for Namespace {
             Self::RoleHolders(r) => write!(f, "role_holders/{r}"),
             Self::GroupMembers(g) => write!(f, "group_members/{g}"),
             Self::UnassignedCalls(t) => write!(f, "unassigned_calls/{t}"),
+            Self::RecordingNetwork => f.write_str("recording_network"),
+            Self::SipDomain => f.write_str("sip_domain"),
         }
     }
 }
@@ -82,6 +90,8 @@ impl std::str::FromStr for Namespace {
         match s {
             "username" => return Ok(Self::Username),
             "tenant_name" => return Ok(Self::TenantName),
+            "recording_network" => return Ok(Self::RecordingNetwork),
+            "sip_domain" => return Ok(Self::SipDomain),
             _ => {}
         }
         let (kind, id) = s.split_once('/').ok_or_else(err)?;
@@ -165,6 +175,8 @@ mod tests {
             Namespace::RoleHolders(id),
             Namespace::GroupMembers(id),
             Namespace::UnassignedCalls(id),
+            Namespace::RecordingNetwork,
+            Namespace::SipDomain,
         ] {
             assert_eq!(namespace.to_string().parse::<Namespace>(), Ok(namespace));
         }

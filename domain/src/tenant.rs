@@ -21,6 +21,69 @@ pub struct Tenant {
     audio_format: AudioFormat,
     retention: RetentionPolicy,
     impersonation_verification: bool,
+    #[serde(default)]
+    recording_clients: RecordingClients,
+}
+
+/// Where a tenant's calls come from: the networks of its recording clients (SBCs, PBXs) and the SIP
+/// domains it owns. A call's tenant is decided from these, never from what the caller says.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingClients {
+    /// Addresses or networks (a single address is a /32 or /128).
+    pub networks: Vec<ipnet::IpNet>,
+    /// Lower-case domain names.
+    pub sip_domains: Vec<String>,
+}
+
+/// A tenant may trust this many networks and own this many SIP domains at most.
+pub const MAX_RECORDING_NETWORKS: usize = 256;
+pub const MAX_SIP_DOMAINS: usize = 64;
+
+/// The tenant whose recording clients include `source`: the one trusting the narrowest network that
+/// contains it (two tenants never trust the same network).
+pub fn tenant_for_source<'a>(
+    source: std::net::IpAddr,
+    tenants: impl IntoIterator<Item = (uuid::Uuid, &'a RecordingClients)>,
+) -> Option<uuid::Uuid> {
+    tenants
+        .into_iter()
+        .flat_map(|(tenant, clients)| clients.networks.iter().map(move |net| (tenant, net)))
+        .filter(|(_, net)| net.contains(&source))
+        .max_by_key(|(_, net)| net.prefix_len())
+        .map(|(tenant, _)| tenant)
+}
+
+fn valid_clients(clients: RecordingClients) -> Result<RecordingClients, TenantError> {
+    let mut networks: Vec<ipnet::IpNet> = clients.networks.iter().map(ipnet::IpNet::trunc).collect();
+    networks.sort();
+    networks.dedup();
+    let mut domains = Vec::with_capacity(clients.sip_domains.len());
+    for domain in clients.sip_domains {
+        let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        };
+        if domain.is_empty() || domain.len() > 253 || !domain.split('.').all(label_ok) {
+            return Err(TenantError::InvalidSipDomain(domain));
+        }
+        domains.push(domain);
+    }
+    domains.sort();
+    domains.dedup();
+    if networks.len() > MAX_RECORDING_NETWORKS || domains.len() > MAX_SIP_DOMAINS {
+        return Err(TenantError::TooManyRecordingClients);
+    }
+    Ok(RecordingClients { networks, sip_domains: domains })
+}
+
+fn client_keys(clients: &RecordingClients) -> Vec<IndexKey> {
+    let networks = clients.networks.iter().map(|n| IndexKey::new(Namespace::RecordingNetwork, n.to_string()));
+    let domains = clients.sip_domains.iter().map(|d| IndexKey::new(Namespace::SipDomain, d.clone()));
+    networks.chain(domains).collect()
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +149,8 @@ pub enum TenantCommand {
     SetImpersonationVerification {
         required: bool,
     },
+    /// The networks the tenant's recording clients call from and the SIP domains it owns (replacing both).
+    SetRecordingClients(RecordingClients),
     /// The tenant's users can no longer sign in and its calls are no longer recorded; nothing is deleted.
     DeactivateTenant,
     ReactivateTenant,
@@ -102,6 +167,7 @@ pub enum TenantEvent {
     AudioFormatChanged { format: AudioFormat },
     RetentionPolicySet { policy: RetentionPolicy },
     ImpersonationVerificationSet { required: bool },
+    RecordingClientsSet(RecordingClients),
     TenantDeactivated,
     TenantReactivated,
 }
@@ -118,6 +184,7 @@ impl DomainEvent for TenantEvent {
             Self::AudioFormatChanged { .. } => "AudioFormatChanged",
             Self::RetentionPolicySet { .. } => "RetentionPolicySet",
             Self::ImpersonationVerificationSet { .. } => "ImpersonationVerificationSet",
+            Self::RecordingClientsSet(_) => "RecordingClientsSet",
             Self::TenantDeactivated => "TenantDeactivated",
             Self::TenantReactivated => "TenantReactivated",
         }
@@ -148,6 +215,10 @@ pub enum TenantError {
     AlreadyDeactivated,
     #[error("the tenant is active")]
     NotDeactivated,
+    #[error("not a SIP domain name: {0:?}")]
+    InvalidSipDomain(String),
+    #[error("a tenant trusts at most 256 networks and owns at most 64 SIP domains")]
+    TooManyRecordingClients,
 }
 
 impl Tenant {
@@ -189,6 +260,10 @@ impl Tenant {
 
     pub fn impersonation_verification(&self) -> bool {
         self.impersonation_verification
+    }
+
+    pub fn recording_clients(&self) -> &RecordingClients {
+        &self.recording_clients
     }
 
     fn existing(&self) -> Result<(), TenantError> {
@@ -280,6 +355,10 @@ impl Aggregate for Tenant {
                 required != self.impersonation_verification,
                 E::ImpersonationVerificationSet { required },
             ),
+            C::SetRecordingClients(clients) => {
+                let clients = valid_clients(clients)?;
+                self.when_changed(clients != self.recording_clients, E::RecordingClientsSet(clients))
+            }
             C::DeactivateTenant => {
                 self.existing()?;
                 if self.state == TenantState::Deactivated {
@@ -317,6 +396,7 @@ impl Aggregate for Tenant {
             E::AudioFormatChanged { format } => self.audio_format = format,
             E::RetentionPolicySet { policy } => self.retention = policy,
             E::ImpersonationVerificationSet { required } => self.impersonation_verification = required,
+            E::RecordingClientsSet(clients) => self.recording_clients = clients,
             E::TenantDeactivated => self.state = TenantState::Deactivated,
             E::TenantReactivated => self.state = TenantState::Active,
         }
@@ -326,6 +406,9 @@ impl Aggregate for Tenant {
         match event {
             TenantEvent::TenantCreated(settings) => vec![IndexChange::Claim(tenant_name_key(&settings.name))],
             TenantEvent::TenantRenamed { name } => moves(&[tenant_name_key(&self.name)], &[tenant_name_key(name)]),
+            TenantEvent::RecordingClientsSet(clients) => {
+                moves(&client_keys(&self.recording_clients), &client_keys(clients))
+            }
             _ => Vec::new(),
         }
     }
@@ -485,5 +568,40 @@ mod tests {
         assert_eq!(given::<Tenant>(events), state);
         assert_eq!(state.timezone(), "Europe/Berlin");
         assert!(!state.is_active());
+    }
+
+    #[test]
+    fn recording_clients_are_normalised_and_claimed_once_and_the_narrowest_network_decides() {
+        let net = |n: &str| n.parse::<ipnet::IpNet>().expect("network");
+        let clients = RecordingClients {
+            networks: vec![net("10.1.2.3/16"), net("10.1.0.0/16"), net("192.0.2.7/32")],
+            sip_domains: vec![" Acme.Example. ".into(), "acme.example".into()],
+        };
+        let events = when::<Tenant>(created(), TenantCommand::SetRecordingClients(clients.clone()), &());
+        let normal = RecordingClients {
+            networks: vec![net("10.1.0.0/16"), net("192.0.2.7/32")],
+            sip_domains: vec!["acme.example".into()],
+        };
+        assert_eq!(events, Ok(vec![TenantEvent::RecordingClientsSet(normal.clone())]));
+        let tenant = given::<Tenant>(created());
+        let claims = tenant.index_changes(&TenantEvent::RecordingClientsSet(normal.clone()));
+        assert_eq!(claims.len(), 3, "{claims:?}");
+        let mut set = created();
+        set.push(TenantEvent::RecordingClientsSet(normal.clone()));
+        assert_eq!(when::<Tenant>(set, TenantCommand::SetRecordingClients(clients), &()), Ok(vec![]), "no change");
+        let bad = RecordingClients { networks: vec![], sip_domains: vec!["exa mple.com".into()] };
+        assert!(matches!(
+            when::<Tenant>(created(), TenantCommand::SetRecordingClients(bad), &()),
+            Err(TenantError::InvalidSipDomain(_))
+        ));
+
+        let (a, b) = (uuid::Uuid::from_u128(1), uuid::Uuid::from_u128(2));
+        let wide = RecordingClients { networks: vec![net("10.0.0.0/8")], sip_domains: vec![] };
+        let tenants = [(a, &normal), (b, &wide)];
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("address");
+        assert_eq!(tenant_for_source(ip("10.1.9.9"), tenants), Some(a));
+        assert_eq!(tenant_for_source(ip("10.2.0.1"), tenants), Some(b));
+        assert_eq!(tenant_for_source(ip("192.0.2.7"), tenants), Some(a));
+        assert_eq!(tenant_for_source(ip("192.0.2.8"), tenants), None);
     }
 }

@@ -240,6 +240,40 @@ async fn tenant_mutations_change_what_the_tenant_query_shows(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
+async fn a_tenants_recording_clients_are_its_own_and_shown_normalised(pool: PgPool) {
+    let api = Api::start(pool).await;
+    let root = &api.world.root;
+    let (a, b) = (api.world.tenant_a, api.world.tenant_b);
+    let set = |tenant: Uuid, networks: &str, domains: &str| {
+        format!(r#"setRecordingClients(tenantId: "{tenant}", networks: [{networks}], sipDomains: [{domains}])"#)
+    };
+    api.mutate(root, &set(a, r#""10.1.2.3/16", " 192.0.2.7 ", "2001:db8::/32""#, r#""Acme.Example.""#)).await;
+    let read = format!(r#"{{ tenant(id: "{a}") {{ recordingNetworks sipDomains }} }}"#);
+    assert_eq!(
+        api.query(root, &read).await["tenant"],
+        json!({"recordingNetworks": ["10.1.0.0/16", "192.0.2.7/32", "2001:db8::/32"], "sipDomains": ["acme.example"]})
+    );
+    // Another tenant cannot trust the same network or own the same domain; a wider network is fine
+    // (the narrowest match decides a call's tenant).
+    let taken = api.refused(Some(root), &set(b, r#""10.1.0.0/16""#, "")).await;
+    assert_eq!(code(&taken), "CONFLICT", "{taken}");
+    let taken = api.refused(Some(root), &set(b, "", r#""ACME.example""#)).await;
+    assert_eq!(code(&taken), "CONFLICT", "{taken}");
+    api.mutate(root, &set(b, r#""10.0.0.0/8""#, r#""beta.example""#)).await;
+    let bad = api.refused(Some(root), &set(b, r#""10.0.0.0/33""#, "")).await;
+    assert_eq!((code(&bad), field(&bad)), ("INVALID_INPUT", "networks"), "{bad}");
+    let bad = api.refused(Some(root), &set(b, "", r#""not a domain""#)).await;
+    assert_eq!(code(&bad), "INVALID_INPUT", "{bad}");
+    // Giving a network up frees it for another tenant.
+    api.mutate(root, &set(a, "", r#""acme.example""#)).await;
+    api.mutate(root, &set(b, r#""10.1.0.0/16", "10.0.0.0/8""#, "")).await;
+    // Only who configures the system sets them: not a tenant's own administrator.
+    let forbidden = api.refused(Some(&api.world.admin_a), &set(a, r#""198.51.100.0/24""#, "")).await;
+    assert_eq!(code(&forbidden), "FORBIDDEN", "{forbidden}");
+    api.world.shutdown.cancel();
+}
+
+#[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
 async fn role_mutations_define_rename_regrant_and_delete_roles(pool: PgPool) {
     let api = Api::start(pool).await;
     let root = &api.world.root;

@@ -51,7 +51,7 @@ impl Projection for Directory {
     }
 
     fn version(&self) -> i32 {
-        2
+        3
     }
 
     fn create(&self, s: &str) -> Vec<String> {
@@ -63,7 +63,8 @@ impl Projection for Directory {
                     storage_option text NOT NULL, file_encryption boolean NOT NULL, audio_format text NOT NULL,
                     recordings_days integer, audit_days integer NOT NULL DEFAULT 365,
                     impersonation_verification boolean NOT NULL DEFAULT false, active boolean NOT NULL,
-                    created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL)"
+                    created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL,
+                    recording_networks text[] NOT NULL DEFAULT '{{}}', sip_domains text[] NOT NULL DEFAULT '{{}}')"
             ),
             format!("CREATE UNIQUE INDEX ON {s}.tenants (lower(name))"),
             format!(
@@ -235,6 +236,16 @@ async fn tenant(
         }
         TenantEvent::ImpersonationVerificationSet { required } => {
             set(conn, upd("impersonation_verification = $2"), id, required, at).await?;
+        }
+        TenantEvent::RecordingClientsSet(clients) => {
+            let networks: Vec<String> = clients.networks.iter().map(ToString::to_string).collect();
+            sqlx::query(&upd("recording_networks = $2, sip_domains = $4"))
+                .bind(id)
+                .bind(networks)
+                .bind(at)
+                .bind(clients.sip_domains)
+                .execute(conn)
+                .await?;
         }
         TenantEvent::TenantDeactivated => set(conn, upd("active = $2"), id, false, at).await?,
         TenantEvent::TenantReactivated => set(conn, upd("active = $2"), id, true, at).await?,

@@ -6,10 +6,11 @@ use async_graphql::{Context, InputObject, Object};
 use recall_commands::admin::{AdminCommand, GroupRequest, RoleRequest};
 use recall_domain::access::Grants;
 use recall_domain::recording_policy::{DefaultRecordingRule, RetentionPolicy};
-use recall_domain::tenant::{TenantCommand, TenantSettings};
+use recall_domain::tenant::{RecordingClients, TenantCommand, TenantSettings};
 use uuid::Uuid;
 
 use super::{new_id, run, Changed, MutationResult};
+use crate::error::ApiError;
 use crate::types::{
     AudioFormatGql, PermissionGql, RecordDirectionGql, RecordModeGql, ScopeGql, StorageOptionGql, UnassignedCallRuleGql,
 };
@@ -173,6 +174,31 @@ impl AdminMutation {
     ) -> async_graphql::Result<MutationResult> {
         let command =
             AdminCommand::Tenant { tenant_id, command: TenantCommand::SetImpersonationVerification { required } };
+        run(ctx, Changed::Tenant, tenant_id, command).await
+    }
+
+    /// Sets where a tenant's calls come from: the networks of its recording clients (addresses or CIDR
+    /// networks) and the SIP domains it owns. Replaces both lists; a network or domain belongs to one tenant.
+    async fn set_recording_clients(
+        &self,
+        ctx: &Context<'_>,
+        tenant_id: Uuid,
+        networks: Vec<String>,
+        sip_domains: Vec<String>,
+    ) -> async_graphql::Result<MutationResult> {
+        let mut parsed = Vec::with_capacity(networks.len());
+        for network in &networks {
+            let network = network.trim();
+            let net = network
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| network.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    ApiError::invalid_field("networks", format!("{network:?} is not an address or a CIDR network"))
+                })?;
+            parsed.push(net);
+        }
+        let clients = RecordingClients { networks: parsed, sip_domains };
+        let command = AdminCommand::Tenant { tenant_id, command: TenantCommand::SetRecordingClients(clients) };
         run(ctx, Changed::Tenant, tenant_id, command).await
     }
 

@@ -75,6 +75,8 @@ pub struct Tenant {
     active: bool,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    recording_networks: Vec<String>,
+    sip_domains: Vec<String>,
 }
 
 /// How long a tenant's data is kept.
@@ -123,6 +125,14 @@ impl Tenant {
     /// Whether impersonating this tenant's users needs a verification code.
     async fn impersonation_verification(&self) -> bool {
         self.impersonation_verification
+    }
+    /// Networks (CIDR) of the recording clients (SBCs, PBXs) whose calls belong to this tenant.
+    async fn recording_networks(&self) -> &[String] {
+        &self.recording_networks
+    }
+    /// SIP domains this tenant owns.
+    async fn sip_domains(&self) -> &[String] {
+        &self.sip_domains
     }
     async fn active(&self) -> bool {
         self.active
@@ -755,7 +765,7 @@ impl DirectoryQuery {
 const TENANT_COLUMNS: &str =
     "t.tenant_id, t.name, t.timezone, t.default_record, t.default_direction, t.unassigned_calls, \
      t.storage_option, t.file_encryption, t.audio_format, t.recordings_days, t.audit_days, \
-     t.impersonation_verification, t.active, t.created_at, t.updated_at";
+     t.impersonation_verification, t.active, t.created_at, t.updated_at, t.recording_networks, t.sip_domains";
 
 #[Object]
 impl DirectoryQuery {
