@@ -495,6 +495,10 @@ async fn serve_on(
 
     let admin = admin_service(&log, database)?;
     admin.seed_roles().await.context("cannot define the pre-defined roles")?;
+    if embedded {
+        // A first run on the embedded default records a call from this machine with no set-up.
+        admin.ensure_default_tenant().await.context("cannot create the default tenant")?;
+    }
     if !admin.has_active_root().await.context("cannot look up the root administrators")? {
         tracing::warn!(
             "no root administrator exists yet: create one with `recall admin create-root --username NAME --password-stdin`"

@@ -144,8 +144,8 @@ fn serve_runs_the_embedded_default_stops_cleanly_and_keeps_its_data() {
     let data_dir = dir.path().join("recall-data");
 
     let server = start(&data_dir);
-    // The node's start and the four pre-defined roles.
-    assert_eq!(log_head(&server), 5);
+    // The node's start, the four pre-defined roles, and the default tenant (created, trusting loopback).
+    assert_eq!(log_head(&server), 7);
 
     // The first root administrator, made from the command line beside the running server.
     let create = ["admin", "create-root", "--username", "root", "--password-stdin"];
@@ -153,7 +153,7 @@ fn serve_runs_the_embedded_default_stops_cleanly_and_keeps_its_data() {
     let stdout = String::from_utf8_lossy(&made.stdout);
     assert!(made.status.success(), "{stdout}{}", String::from_utf8_lossy(&made.stderr));
     assert!(stdout.contains("created root administrator root"), "{stdout}");
-    assert_eq!(log_head(&server), 6);
+    assert_eq!(log_head(&server), 8);
     let again = recall(&create, &data_dir, "another long password\n");
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"), "{again:?}");
@@ -162,7 +162,7 @@ fn serve_runs_the_embedded_default_stops_cleanly_and_keeps_its_data() {
     let stdout = String::from_utf8_lossy(&replayed.stdout);
     assert!(replayed.status.success(), "{stdout}{}", String::from_utf8_lossy(&replayed.stderr));
     for projection in ["directory", "calls", "audit"] {
-        assert!(stdout.contains(&format!("rebuilt {projection} up to position 6")), "{stdout}");
+        assert!(stdout.contains(&format!("rebuilt {projection} up to position 8")), "{stdout}");
     }
     let unknown = recall(&["replay", "--projection", "nope"], &data_dir, "");
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no projection is called"), "{unknown:?}");
@@ -172,8 +172,8 @@ fn serve_runs_the_embedded_default_stops_cleanly_and_keeps_its_data() {
     assert!(!data_dir.join("postgres/postmaster.pid").exists(), "the embedded Postgres was stopped with recall");
 
     let server = start(&data_dir);
-    // Start, clean stop, start again: the first run's events are still there.
-    // Start, roles, root, clean stop, start again (the roles exist already): nothing of the first run is lost.
-    assert_eq!(log_head(&server), 8);
+    // Start, roles, default tenant, root, clean stop, start again (roles and tenant exist already): nothing
+    // of the first run is lost.
+    assert_eq!(log_head(&server), 10);
     server.stop();
 }

@@ -78,6 +78,24 @@ async fn a_new_installation_gets_the_predefined_roles_once_and_one_root(pool: Pg
 }
 
 #[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
+async fn the_default_tenant_is_made_once_and_trusts_this_machine(pool: PgPool) {
+    let world = World::build(pool).await;
+    let (first, second) = tokio::join!(world.admin.ensure_default_tenant(), world.admin.ensure_default_tenant());
+    let (first, second) = (first.expect("made"), second.expect("made or found"));
+    assert_eq!(first, second, "one default tenant, however many processes start at once");
+    assert_eq!(world.admin.ensure_default_tenant().await.expect("found"), first);
+    let tenants = CommandService::<recall_domain::tenant::Tenant>::new(world.log.clone(), ());
+    let tenant = tenants.load(&first.to_string()).await.expect("tenant");
+    assert_eq!(tenant.name(), recall_commands::admin::DEFAULT_TENANT);
+    let clients = tenant.recording_clients();
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("address");
+    for source in ["127.0.0.1", "::1"] {
+        assert_eq!(recall_domain::tenant::tenant_for_source(ip(source), [(first, clients)]), Some(first), "{source}");
+    }
+    assert_eq!(recall_domain::tenant::tenant_for_source(ip("192.0.2.1"), [(first, clients)]), None);
+}
+
+#[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
 async fn racing_creations_of_one_username_leave_exactly_one_user(pool: PgPool) {
     let world = World::build(pool).await;
     let attempts = (0..8).map(|_| {

@@ -2,8 +2,9 @@
 //! administrator made from the command line (refused once an active one exists).
 
 use recall_domain::access::PredefinedRole;
-use recall_domain::index::Namespace;
+use recall_domain::index::{IndexKey, Namespace};
 use recall_domain::role::RoleCommand;
+use recall_domain::tenant::{RecordingClients, TenantCommand, TenantSettings};
 use recall_domain::user::{RoleFacts, UserCommand, UserProfile};
 use recall_domain::CommandMeta;
 use secrecy::SecretString;
@@ -14,7 +15,38 @@ use crate::credentials;
 use crate::secrets::SecretKind;
 use crate::service::CommandError;
 
+/// The name of the tenant the embedded default creates for a first run.
+pub const DEFAULT_TENANT: &str = "default";
+
 impl Admin {
+    /// For the embedded default: a tenant named `default` whose recording clients are this machine
+    /// (loopback), so a first run records a local test call with no set-up. Does nothing when a tenant of
+    /// that name exists (made earlier, or by an administrator); returns the tenant's id either way.
+    pub async fn ensure_default_tenant(&self) -> Result<Uuid, AdminError> {
+        let key = IndexKey::name(Namespace::TenantName, DEFAULT_TENANT);
+        if let Some(holder) = self.index.holder(&key).await? {
+            if let Ok(tenant_id) = Uuid::parse_str(&holder.aggregate_id) {
+                return Ok(tenant_id);
+            }
+        }
+        let tenant_id = Uuid::now_v7();
+        let meta = || CommandMeta::system("bootstrap").in_tenant(tenant_id);
+        let create = TenantCommand::CreateTenant(TenantSettings::named(DEFAULT_TENANT));
+        match self.tenants.execute(&tenant_id.to_string(), create, meta()).await {
+            Ok(_) => {}
+            // Another process made it at the same moment: use that one.
+            Err(CommandError::Taken(_)) => return Box::pin(self.ensure_default_tenant()).await,
+            Err(e) => return Err(e.into()),
+        }
+        let v4 = ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(127, 0, 0, 0), 8)
+            .map_err(|e| AdminError::Internal(e.to_string()))?;
+        let v6 = ipnet::IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST));
+        let loopback = RecordingClients { networks: vec![ipnet::IpNet::V4(v4), v6], sip_domains: Vec::new() };
+        let set = TenantCommand::SetRecordingClients(loopback);
+        self.tenants.execute(&tenant_id.to_string(), set, meta()).await?;
+        Ok(tenant_id)
+    }
+
     /// Defines the pre-defined roles that do not exist yet (every start calls this; it is idempotent).
     pub async fn seed_roles(&self) -> Result<(), AdminError> {
         for role in PredefinedRole::ALL {

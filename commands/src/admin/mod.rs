@@ -34,6 +34,7 @@ use secrecy::SecretString;
 use uuid::Uuid;
 
 pub use auth::{AuthError, Principal, SignInError, SignInRequest, SignedIn};
+pub use bootstrap::DEFAULT_TENANT;
 pub use request::{
     AdminCommand, EvaluationFormRequest, GroupRequest, NewUser, RoleRequest, StorageSettings, StorageTargetRequest,
     UserRequest,
