@@ -558,7 +558,14 @@ async fn assigning_a_call_to_similar_calls_shows_in_the_calls_query(pool: PgPool
 
     // One call alone, with the extension given.
     let assign_other = format!(r#"assignCall(callId: "{other}", userId: "{agent}", extension: "6006")"#);
-    api.mutate(&w.admin_a, &assign_other).await;
+    let result = api
+        .query(&w.admin_a, &format!("mutation {{ result: {assign_other} {{ call {{ id userId extension }} }} }}"))
+        .await;
+    assert_eq!(
+        result["result"]["call"],
+        json!({"id": other.to_string(), "userId": agent.to_string(), "extension": "6006"}),
+        "the mutation answers with the changed call"
+    );
     let assigned = api.query(&w.admin_a, &format!(r#"{{ call(id: "{other}") {{ userId }} }}"#)).await;
     assert_eq!(assigned["call"]["userId"], agent.to_string());
     // A call cannot go to another tenant's user.

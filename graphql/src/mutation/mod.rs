@@ -96,6 +96,13 @@ impl MutationResult {
         }
         crate::query::directory::DirectoryQuery.custom_field_by_id(ctx, self.id).await
     }
+    /// The call, after an assignment (seen with the viewer's rights).
+    async fn call(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<crate::query::calls::Call>> {
+        if self.changed != Changed::Call {
+            return Ok(None);
+        }
+        crate::query::calls::CallsQuery.call_by_id(ctx, self.id).await
+    }
     async fn evaluation_form(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<EvaluationForm>> {
         if self.changed != Changed::EvaluationForm {
             return Ok(None);

@@ -345,6 +345,13 @@ impl CallsQuery {
     }
 
     async fn call(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Option<Call>> {
+        self.call_by_id(ctx, id).await
+    }
+}
+
+impl CallsQuery {
+    /// One call, if the viewer may see it (also for mutation results).
+    pub(crate) async fn call_by_id(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Option<Call>> {
         let v = viewer(ctx)?;
         let mut qb = QueryBuilder::new(format!("SELECT {CALL_COLUMNS} FROM {CALLS}.calls c WHERE c.call_id = "));
         qb.push_bind(id);
