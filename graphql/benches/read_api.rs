@@ -124,7 +124,8 @@ async fn main() {
     if !reuse {
         generate(&server, &key_file, &args).await;
     }
-    let head = wait_sequenced(&log).await;
+    recall_commands::testing::wait_until_sequenced(&log, Duration::from_secs(3600)).await;
+    let head = log.status().await.expect("log status").head_position;
     println!("Dataset: {head} events in the log ({} calls, {} audit events asked).\n", args.calls, args.audit_events);
 
     let projector = Projector::new(
@@ -291,16 +292,6 @@ async fn generate(server: &PgConnectOptions, key_file: &std::path::Path, args: &
         .await
         .expect("dataset row");
     pool.close().await;
-}
-
-async fn wait_sequenced(log: &EventLog) -> u64 {
-    loop {
-        let status = log.status().await.expect("status");
-        if status.unsequenced == 0 {
-            return status.head_position;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn replay(pool: &PgPool, log: &EventLog) {

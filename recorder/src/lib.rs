@@ -6,6 +6,7 @@
 //! confirmed and reported). The signalling driver that ties them to sockets comes next; nothing runs this
 //! crate yet but its tests.
 
+mod durable;
 pub mod encode;
 pub mod media;
 pub mod multipart;

@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::durable;
 use crate::upload::Backoff;
 
 #[derive(Debug, thiserror::Error)]
@@ -134,7 +135,7 @@ impl Outbox {
         file.write_all(&text).map_err(io(&path))?;
         file.sync_data().map_err(io(&path))?;
         if seq == 1 {
-            File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;
+            durable::sync_dir(&self.dir).map_err(io(&self.dir))?;
         }
         next.insert(call_id, seq + 1);
         drop(next);
@@ -206,14 +207,10 @@ impl Outbox {
             return Ok(());
         }
         for path in [self.journal(call_id), self.done_file(call_id)] {
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(OutboxError::Io { path, source: e }),
-            }
+            durable::remove_if_present(&path).map_err(io(&path))?;
         }
         next.remove(&call_id);
-        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))
+        durable::sync_dir(&self.dir).map_err(io(&self.dir))
     }
 
     /// Commands journaled and not delivered yet, over all calls.

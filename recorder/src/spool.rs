@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::durable;
+
 const ACTIVE: &str = "active";
 const READY: &str = "ready";
 
@@ -254,17 +256,9 @@ impl Spool {
     /// Removes a recording whose upload was confirmed and reported: the file first, the manifest last.
     pub fn remove(&self, recording: &SpooledRecording) -> Result<(), SpoolError> {
         let file = self.file_of(recording);
-        match fs::remove_file(&file) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(SpoolError::Io { path: file, source: e }),
-        }
+        durable::remove_if_present(&file).map_err(io(&file))?;
         let manifest = self.ready().join(format!("{}.json", recording.call_id));
-        match fs::remove_file(&manifest) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(SpoolError::Io { path: manifest, source: e }),
-        }
+        durable::remove_if_present(&manifest).map_err(io(&manifest))?;
         sync_dir(&self.ready())
     }
 }
@@ -336,7 +330,6 @@ fn read_manifest(path: &Path) -> Result<SpooledRecording, SpoolError> {
     serde_json::from_slice(&text).map_err(|e| SpoolError::Manifest { path: path.to_owned(), reason: e.to_string() })
 }
 
-/// Syncs a directory, so that a rename or a new file in it survives a crash.
 fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+    durable::sync_dir(dir).map_err(io(dir))
 }
