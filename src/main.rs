@@ -3,6 +3,7 @@
 
 mod embedded_pg;
 mod generate;
+mod loadgen;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -101,6 +102,12 @@ enum Command {
         database: Database,
         #[command(flatten)]
         spec: GenerateArgs,
+    },
+    /// Place concurrent SIPREC calls with real RTP on a recorder and report what became of them (a load
+    /// generator for benchmarks; `recall serve` is the recorder).
+    Loadgen {
+        #[command(flatten)]
+        options: loadgen::Options,
     },
     /// Administration from the command line.
     Admin {
@@ -235,6 +242,7 @@ async fn run(command: Command) -> Result<()> {
             stop_embedded(embedded).await;
             result
         }
+        Command::Loadgen { options } => loadgen::run(options).await,
         Command::Admin { command: AdminCli::CreateRoot { database, username, password_stdin, site } } => {
             if !password_stdin {
                 anyhow::bail!("give the password on standard input with --password-stdin (never as an argument)");
