@@ -154,7 +154,9 @@ fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| {
-            info.lines().find_map(|line| line.strip_prefix("model name").map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned()))
+            info.lines().find_map(|line| {
+                line.strip_prefix("model name").map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
         })
         .unwrap_or_else(|| "unknown CPU".to_owned())
 }
@@ -219,15 +221,13 @@ fn call_datagrams(seconds: u64) -> Vec<(Duration, usize, Vec<u8>)> {
 
 /// One call through the stage's part of the pipeline, as a call task of the recorder runs it; returns the
 /// bytes written.
-fn run_call(
-    datagrams: &[(Duration, usize, Vec<u8>)],
-    seconds: u64,
-    stage: Stage,
-    spool: &Spool,
-) -> Result<u64> {
+fn run_call(datagrams: &[(Duration, usize, Vec<u8>)], seconds: u64, stage: Stage, spool: &Spool) -> Result<u64> {
     let epoch = Instant::now();
     let mut media = CallMedia::new(epoch, CallMediaConfig { output_rate: 8000, ..CallMediaConfig::default() });
-    let streams = [media.add_stream(Route::Left, PayloadTypes::default()), media.add_stream(Route::Right, PayloadTypes::default())];
+    let streams = [
+        media.add_stream(Route::Left, PayloadTypes::default()),
+        media.add_stream(Route::Right, PayloadTypes::default()),
+    ];
     let mut encoder = None;
     let mut writer = None;
     if stage != Stage::Media {
@@ -290,7 +290,7 @@ fn measure_ceiling(seconds: u64, repeat: u32) -> Result<Ceiling> {
     let directory = tempfile::tempdir()?;
     let spool = Spool::open(directory.path(), 1 << 34)?;
     let datagrams = call_datagrams(seconds);
-    let mut rate = |stage: Stage| -> Result<(f64, u64)> {
+    let rate = |stage: Stage| -> Result<(f64, u64)> {
         run_call(&datagrams, seconds, stage, &spool)?; // warm-up
         let before = thread_cpu();
         let mut bytes = 0;
@@ -388,7 +388,13 @@ async fn recreate_database(base: &str, database: &str, create: bool) -> Result<(
     Ok(())
 }
 
-fn measure_point(runtime: &tokio::runtime::Runtime, options: &Options, calls: usize, url: &str, data: &Path) -> Result<Row> {
+fn measure_point(
+    runtime: &tokio::runtime::Runtime,
+    options: &Options,
+    calls: usize,
+    url: &str,
+    data: &Path,
+) -> Result<Row> {
     let (mut recorder, sip, http) = start_recorder(url, data)?;
     let recorder_pid = recorder.0.id();
     set_up_tenant(url, data, http)?;
@@ -444,8 +450,8 @@ fn measure_point(runtime: &tokio::runtime::Runtime, options: &Options, calls: us
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let report: Report = serde_json::from_str(output.join().unwrap_or_default().trim())
-        .context("cannot read loadgen's report")?;
+    let report: Report =
+        serde_json::from_str(output.join().unwrap_or_default().trim()).context("cannot read loadgen's report")?;
 
     // Every answered call's recording stored (or no progress for 30 s).
     let recordings = data.join("recordings");

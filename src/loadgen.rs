@@ -258,7 +258,10 @@ pub async fn generate(options: &Options) -> Result<Report> {
         sip: sip.clone(),
         codec: options.codec,
         duration: Duration::from_secs_f64(options.duration),
-        ports: Mutex::new(PortCursor { range: options.rtp_ports, next: options.rtp_ports.first + options.rtp_ports.first % 2 }),
+        ports: Mutex::new(PortCursor {
+            range: options.rtp_ports,
+            next: options.rtp_ports.first + options.rtp_ports.first % 2,
+        }),
         queues,
         active: AtomicU64::new(0),
         max_active: AtomicU64::new(0),
@@ -737,7 +740,15 @@ pub fn invite(
 }
 
 /// An in-dialog request without a body (ACK or BYE), to the remote target, with a fresh branch.
-fn in_dialog_request(method: &str, cseq: u32, request_uri: &str, local: SocketAddr, from: &str, to: &str, call_id: &str) -> Vec<u8> {
+fn in_dialog_request(
+    method: &str,
+    cseq: u32,
+    request_uri: &str,
+    local: SocketAddr,
+    from: &str,
+    to: &str,
+    call_id: &str,
+) -> Vec<u8> {
     format!(
         "{method} {request_uri} SIP/2.0\r\n\
          Via: SIP/2.0/UDP {host}:{port};branch={branch};rport\r\n\
@@ -881,7 +892,8 @@ async fn run_dialog(
     let stop = Arc::new(AtomicBool::new(false));
     let mut packets = 0;
     let queue = &context.queues[index % context.queues.len()];
-    for (channel, (socket, destination)) in sockets.into_iter().zip(destinations(&answer, sip.target.ip())).enumerate() {
+    for (channel, (socket, destination)) in sockets.into_iter().zip(destinations(&answer, sip.target.ip())).enumerate()
+    {
         let Some(destination) = destination else { continue };
         if socket.connect(destination).is_err() || socket.set_nonblocking(true).is_err() {
             continue;
@@ -893,7 +905,8 @@ async fn run_dialog(
             first_sequence: (random >> 32) as u16,
             first_timestamp: mix(random) as u32,
         };
-        let stream = Stream { socket, header, channel, start, packets: packets_per_stream, sent: 0, stop: stop.clone() };
+        let stream =
+            Stream { socket, header, channel, start, packets: packets_per_stream, sent: 0, stop: stop.clone() };
         if queue.send(stream).is_ok() {
             packets += packets_per_stream;
         }
@@ -919,7 +932,8 @@ async fn run_dialog(
     }
     stop.store(true, Ordering::Relaxed);
     context.active.fetch_sub(1, Ordering::Relaxed);
-    let bye_ok = if by_recorder { false } else { bye(sip, answers, &remote_target, &from, &to, &identity.call_id).await };
+    let bye_ok =
+        if by_recorder { false } else { bye(sip, answers, &remote_target, &from, &to, &identity.call_id).await };
     Outcome::Answered { setup, by_recorder, bye_ok, packets }
 }
 
@@ -969,9 +983,9 @@ async fn bye(
 
 #[cfg(test)]
 mod tests {
+    // Imports live in the tests that use them: the load benchmark includes this file with its tests
+    // compiled out.
     use super::*;
-    use recall_recorder::media::{Codec as MediaCodec, Decoder, RtpPacket};
-    use recall_recorder::siprec::{self, OfferKind};
 
     fn local() -> SocketAddr {
         "127.0.0.1:5062".parse().expect("address")
@@ -983,6 +997,7 @@ mod tests {
 
     #[test]
     fn the_invite_is_a_siprec_offer_of_two_labelled_recordable_streams_with_metadata() {
+        use recall_recorder::siprec::{self, OfferKind};
         let identity = CallIdentity::new(42, local().ip());
         let bytes = invite(&identity, local(), target(), [20_000, 20_002], Codec::Pcmu);
         let message = sip::parse(&bytes, Transport::Datagram).expect("our INVITE parses");
@@ -1012,6 +1027,7 @@ mod tests {
 
     #[test]
     fn the_recorders_answer_names_where_each_stream_goes() {
+        use recall_recorder::siprec;
         let identity = CallIdentity::new(1, local().ip());
         let bytes = invite(&identity, local(), target(), [20_000, 20_002], Codec::Pcma);
         let message = sip::parse(&bytes, Transport::Datagram).expect("parses");
@@ -1028,6 +1044,7 @@ mod tests {
 
     #[test]
     fn g711_encodes_what_the_recorders_decoder_reads_back() {
+        use recall_recorder::media::{Codec as MediaCodec, Decoder};
         for (codec, media) in [(Codec::Pcmu, MediaCodec::Pcmu), (Codec::Pcma, MediaCodec::Pcma)] {
             let samples: Vec<i16> = (i16::MIN..=i16::MAX).step_by(97).collect();
             let encoded: Vec<u8> = samples.iter().map(|s| codec.encode(*s)).collect();
@@ -1043,8 +1060,10 @@ mod tests {
 
     #[test]
     fn packets_parse_as_rtp_and_each_channel_carries_its_own_voice() {
+        use recall_recorder::media::{Codec as MediaCodec, Decoder, RtpPacket};
         let voice = Voice::new(Codec::Pcmu);
-        let header = RtpHeader { payload_type: 0, ssrc: 0xdead_beef, first_sequence: 65_535, first_timestamp: u32::MAX - 100 };
+        let header =
+            RtpHeader { payload_type: 0, ssrc: 0xdead_beef, first_sequence: 65_535, first_timestamp: u32::MAX - 100 };
         let mut packet = [0u8; 12 + SAMPLES_PER_PACKET];
         let mut energy = [0f64; 2];
         let mut first_samples = [Vec::new(), Vec::new()];
