@@ -29,9 +29,10 @@ use sqlx::Connection;
 const RECALL: &str = env!("CARGO_BIN_EXE_recall");
 /// Linux reports process CPU times in USER_HZ ticks, 100 a second on every architecture it runs on.
 const TICKS_PER_SECOND: f64 = 100.0;
-/// How often the recorder's call tasks poll their media core (the driver's tick).
+/// How often the recorder's call tasks poll their media core (the driver's tick), and how often it syncs a
+/// recording being written (what `recall serve` configures).
 const RECORDER_TICK: Duration = Duration::from_millis(50);
-const PASSWORD: &str = "load-bench passphrase 7341";
+const SYNC_EVERY: Duration = Duration::from_secs(5);
 
 struct Options {
     calls: Vec<usize>,
@@ -234,7 +235,7 @@ fn run_call(datagrams: &[(Duration, usize, Vec<u8>)], seconds: u64, stage: Stage
         let (new, start) = AudioEncoder::new(AudioFormat::Mp3Stereo32, 8000)?;
         encoder = Some(new);
         if stage == Stage::Full {
-            let mut file = spool.create(uuid::Uuid::now_v7(), "mp3", Duration::from_secs(1))?;
+            let mut file = spool.create(uuid::Uuid::now_v7(), "mp3", SYNC_EVERY)?;
             file.write(&start)?;
             writer = Some(file);
         }
@@ -397,8 +398,7 @@ fn measure_point(
 ) -> Result<Row> {
     let (mut recorder, sip, http) = start_recorder(url, data)?;
     let recorder_pid = recorder.0.id();
-    set_up_tenant(url, data, http)?;
-    warm_up(sip, http)?;
+    warm_up(sip)?;
 
     let before = Metrics::read(http)?;
     let udp_before = udp_counters()?;
@@ -522,6 +522,8 @@ fn start_recorder(url: &str, data: &Path) -> Result<(Process, SocketAddr, Socket
             .arg(data)
             .args(["--http", "127.0.0.1:0", "--sip", "127.0.0.1:0", "--rtp-ports", "30000-39999"])
             .args(["--max-calls", "1500", "--rtp-timeout", "30", "--site", "bench", "--node", "bench"])
+            // The tenant `default`, trusting loopback, records the calls.
+            .arg("--default-tenant")
             .env("RUST_LOG", "warn,recall=info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -569,46 +571,8 @@ fn stop(recorder: &mut Process) {
     }
 }
 
-/// A tenant whose recording clients are loopback, through the public interfaces: a root administrator
-/// from the command line, then the GraphQL API. The embedded default makes one itself (then the network is
-/// taken, which is fine).
-fn set_up_tenant(url: &str, data: &Path, http: SocketAddr) -> Result<()> {
-    let mut create = Command::new(RECALL)
-        .args(["admin", "create-root", "--username", "bench", "--password-stdin", "--database-url", url, "--data-dir"])
-        .arg(data)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .context("cannot run recall admin create-root")?;
-    if let Some(mut stdin) = create.stdin.take() {
-        writeln!(stdin, "{PASSWORD}")?;
-    }
-    if !create.wait()?.success() {
-        bail!("recall admin create-root failed");
-    }
-    let signed_in = graphql(
-        http,
-        None,
-        &format!(r#"mutation {{ signIn(username: "bench", password: "{PASSWORD}") {{ token }} }}"#),
-    )?;
-    let token = signed_in["data"]["signIn"]["token"].as_str().context("no token from signIn")?.to_owned();
-    let created = graphql(http, Some(&token), r#"mutation { createTenant(input: { name: "bench" }) { id } }"#)?;
-    let tenant = created["data"]["createTenant"]["id"].as_str().context("createTenant gave no id")?.to_owned();
-    let set = graphql(
-        http,
-        Some(&token),
-        &format!(
-            r#"mutation {{ setRecordingClients(tenantId: "{tenant}", networks: ["127.0.0.0/8"], sipDomains: []) {{ position }} }}"#
-        ),
-    )?;
-    if set.get("errors").is_some() {
-        println!("(loopback already belongs to a tenant: {})", set["errors"][0]["message"]);
-    }
-    Ok(())
-}
-
-/// One call until the recorder answers it (it may take a moment to learn of a new tenant).
-fn warm_up(sip: SocketAddr, _http: SocketAddr) -> Result<()> {
+/// One call until the recorder has answered and ended one (it may take a moment to read its tenants).
+fn warm_up(sip: SocketAddr) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let output = Command::new(RECALL)
@@ -750,17 +714,6 @@ impl Metrics {
         }
         out
     }
-}
-
-fn graphql(http: SocketAddr, token: Option<&str>, query: &str) -> Result<serde_json::Value> {
-    let body = serde_json::json!({ "query": query }).to_string();
-    let (status, answer) = http_request(http, "POST", "/graphql", token, Some(&body))?;
-    let value: serde_json::Value =
-        serde_json::from_str(&answer).with_context(|| format!("GraphQL answered {status}: {answer}"))?;
-    if value.get("data").is_none_or(serde_json::Value::is_null) {
-        bail!("GraphQL refused {query}: {answer}");
-    }
-    Ok(value)
 }
 
 /// A minimal HTTP/1.1 exchange (one request per connection): (status, body).

@@ -47,9 +47,9 @@ pub struct Options {
     /// The address calls come from (SIP and RTP). Default: the local address that routes to --target.
     #[arg(long)]
     pub local: Option<IpAddr>,
-    /// Even local ports the RTP streams are sent from; keep them outside the recorder's range when both run
-    /// on one host.
-    #[arg(long, default_value = "20000-29999", value_parser = parse_port_range)]
+    /// Even local ports the RTP streams are sent from; outside the recorder's default range (20000-29999), as
+    /// both often run on one host.
+    #[arg(long, default_value = "40000-49999", value_parser = parse_port_range)]
     pub rtp_ports: PortRange,
     /// Threads sending RTP; one sends 100,000 packets/s on a current core.
     #[arg(long, default_value_t = 1)]
