@@ -128,7 +128,7 @@ fn main() -> std::process::ExitCode {
     for row in &rows {
         println!(
             "| {} | {} | {} | {} | {} ({:.4} %) | {} | {:.0} % | {:.0} % | {:.0} % | {:.0} MB | {:.0} MB | {} | {} | \
-             {:.1} / {:.1} ms | {:.0} % |",
+             {:.1} / {:.1} ms | {} |",
             row.calls,
             row.report.answered,
             row.report.max_concurrent,
@@ -145,7 +145,7 @@ fn main() -> std::process::ExitCode {
             row.stored_events,
             row.report.send_lag_ms.p99,
             row.report.send_lag_ms.max,
-            100.0 * row.report.max_concurrent as f64 / (ceiling.full * cores as f64),
+            row.of_ceiling(ceiling.full * cores as f64),
         );
     }
     std::process::ExitCode::SUCCESS
@@ -334,6 +334,16 @@ impl Row {
         self.report.packets_sent.saturating_sub(self.received) + self.dropped.values().sum::<u64>()
     }
 
+    /// Calls held without loss as a share of what the pipeline's ceiling allows on every core; a run that
+    /// lost packets held nothing.
+    fn of_ceiling(&self, ceiling: f64) -> String {
+        if self.lost() == 0 && self.report.answered == self.calls as u64 {
+            format!("{:.0} %", 100.0 * self.report.max_concurrent as f64 / ceiling)
+        } else {
+            "– (loss)".to_owned()
+        }
+    }
+
     fn print_detail(&self) {
         print!("{}", self.report.summary());
         println!(
@@ -453,30 +463,34 @@ fn measure_point(
     let report: Report =
         serde_json::from_str(output.join().unwrap_or_default().trim()).context("cannot read loadgen's report")?;
 
-    // Every answered call's recording stored (or no progress for 30 s).
+    // Every answered call's recording stored: the file, then its RecordingStored event (or no progress for
+    // 30 s). The warm-up call's recording is counted and taken off below.
     let recordings = data.join("recordings");
     let expected = report.answered + 1;
-    let mut files = count_files(&recordings);
+    let stored_events = || {
+        runtime.block_on(async {
+            let mut connection = sqlx::PgConnection::connect(url).await?;
+            let count: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'RecordingStored'")
+                .fetch_one(&mut connection)
+                .await?;
+            connection.close().await?;
+            Ok::<_, sqlx::Error>(count)
+        })
+    };
+    let mut stored = (count_files(&recordings), stored_events()?);
     let mut last_change = Instant::now();
-    while files < expected && last_change.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_millis(250));
-        let now = count_files(&recordings);
-        if now != files {
-            files = now;
+    while (stored.0 < expected || stored.1 < expected as i64) && last_change.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = (count_files(&recordings), stored_events()?);
+        if now != stored {
+            stored = now;
             last_change = Instant::now();
         }
     }
+    let (files, stored_events) = stored;
     let after = Metrics::read(http)?;
     let udp_after = udp_counters()?;
     let recorder_rss = peak_rss_kb(recorder_pid).unwrap_or(0);
-    let stored_events = runtime.block_on(async {
-        let mut connection = sqlx::PgConnection::connect(url).await?;
-        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'RecordingStored'")
-            .fetch_one(&mut connection)
-            .await?;
-        connection.close().await?;
-        Ok::<_, sqlx::Error>(count)
-    })?;
     stop(&mut recorder);
 
     let (cpu, window_seconds) = match (window_start, window_end) {

@@ -408,7 +408,15 @@ struct Stream {
     start: Instant,
     packets: u64,
     sent: u64,
-    stop: Arc<AtomicBool>,
+    media: Arc<CallMediaState>,
+}
+
+/// What a call and its streams' sender share: the call stops them early (the recorder ended it), the
+/// sender counts down what is left to send (the call sends BYE once that is nothing).
+#[derive(Debug, Default)]
+struct CallMediaState {
+    stop: AtomicBool,
+    unsent: AtomicU64,
 }
 
 /// The fixed part of a stream's packets; sequence number and timestamp start at random values (RFC 3550).
@@ -468,9 +476,10 @@ fn send_rtp(queue: &std_mpsc::Receiver<Stream>, voice: &Voice, tick: Duration, s
         lags.push(now.saturating_duration_since(next_tick).as_micros() as u64);
         let (mut sent, mut errors) = (0, 0);
         streams.retain_mut(|stream| {
-            if stream.stop.load(Ordering::Relaxed) {
+            if stream.media.stop.load(Ordering::Relaxed) {
                 return false;
             }
+            let before = stream.sent;
             let elapsed = now.saturating_duration_since(stream.start).as_nanos();
             let due = ((elapsed / PTIME.as_nanos()) as u64 + 1).min(stream.packets);
             while stream.sent < due {
@@ -481,6 +490,7 @@ fn send_rtp(queue: &std_mpsc::Receiver<Stream>, voice: &Voice, tick: Duration, s
                 }
                 stream.sent += 1;
             }
+            stream.media.unsent.fetch_sub(stream.sent - before, Ordering::Relaxed);
             stream.sent < stream.packets
         });
         stats.packets.fetch_add(sent, Ordering::Relaxed);
@@ -889,7 +899,7 @@ async fn run_dialog(
     };
     let start = Instant::now();
     let packets_per_stream = (context.duration.as_secs_f64() / PTIME.as_secs_f64()).round() as u64;
-    let stop = Arc::new(AtomicBool::new(false));
+    let state = Arc::new(CallMediaState::default());
     let mut packets = 0;
     let queue = &context.queues[index % context.queues.len()];
     for (channel, (socket, destination)) in sockets.into_iter().zip(destinations(&answer, sip.target.ip())).enumerate()
@@ -906,31 +916,45 @@ async fn run_dialog(
             first_timestamp: mix(random) as u32,
         };
         let stream =
-            Stream { socket, header, channel, start, packets: packets_per_stream, sent: 0, stop: stop.clone() };
+            Stream { socket, header, channel, start, packets: packets_per_stream, sent: 0, media: state.clone() };
+        state.unsent.fetch_add(packets_per_stream, Ordering::Relaxed);
         if queue.send(stream).is_ok() {
             packets += packets_per_stream;
+        } else {
+            state.unsent.fetch_sub(packets_per_stream, Ordering::Relaxed);
         }
     }
     let now_active = context.active.fetch_add(1, Ordering::Relaxed) + 1;
     context.max_active.fetch_max(now_active, Ordering::Relaxed);
 
-    // The last packet is due at start + duration - 20 ms; the BYE follows a tick after it.
+    // The last packet is due at start + duration - 20 ms; the BYE follows a tick after it, once the sender has
+    // sent it (a late sender gets up to a second more).
     let end = start + context.duration + PTIME;
+    let give_up = end + Duration::from_secs(1);
     let mut by_recorder = false;
-    while let Ok(Some(message)) = tokio::time::timeout_at(end.into(), answers.recv()).await {
-        match (message.is_request(), message.method()) {
-            (true, Method::Bye) => {
-                by_recorder = true;
-                break;
-            }
-            // A retransmitted 200 OK: our ACK was lost.
-            (false, Method::Invite) if message.status().is_some_and(|s| (200..300).contains(&s)) => {
-                let _ = sip.send(&ack).await;
-            }
-            _ => {}
+    loop {
+        let now = Instant::now();
+        if now >= end && (state.unsent.load(Ordering::Relaxed) == 0 || now >= give_up) {
+            break;
+        }
+        let wake = if now < end { end } else { now + Duration::from_millis(5) };
+        match tokio::time::timeout_at(wake.into(), answers.recv()).await {
+            Ok(Some(message)) => match (message.is_request(), message.method()) {
+                (true, Method::Bye) => {
+                    by_recorder = true;
+                    break;
+                }
+                // A retransmitted 200 OK: our ACK was lost.
+                (false, Method::Invite) if message.status().is_some_and(|s| (200..300).contains(&s)) => {
+                    let _ = sip.send(&ack).await;
+                }
+                _ => {}
+            },
+            Ok(None) => break,
+            Err(_) => {}
         }
     }
-    stop.store(true, Ordering::Relaxed);
+    state.stop.store(true, Ordering::Relaxed);
     context.active.fetch_sub(1, Ordering::Relaxed);
     let bye_ok =
         if by_recorder { false } else { bye(sip, answers, &remote_target, &from, &to, &identity.call_id).await };
