@@ -373,15 +373,14 @@ mod tests {
             // (arrival time, datagram) in flight to the server, and to the client.
             let mut to_server: Vec<(Instant, Message)> = Vec::new();
             let mut to_client: Vec<(Instant, Vec<u8>)> = Vec::new();
-            let send =
-                |rng: &mut rand::rngs::StdRng, queue: &mut Vec<(Instant, Message)>, at: Instant, m: &Message| {
-                    if rng.random_bool(0.3) {
-                        return; // lost
-                    }
-                    for _ in 0..if rng.random_bool(0.1) { 2 } else { 1 } {
-                        queue.push((at + Duration::from_millis(rng.random_range(5..400)), m.clone()));
-                    }
-                };
+            let send = |rng: &mut rand::rngs::StdRng, queue: &mut Vec<(Instant, Message)>, at: Instant, m: &Message| {
+                if rng.random_bool(0.3) {
+                    return; // lost
+                }
+                for _ in 0..if rng.random_bool(0.1) { 2 } else { 1 } {
+                    queue.push((at + Duration::from_millis(rng.random_range(5..400)), m.clone()));
+                }
+            };
             let invite = request("INVITE", "z9hG4bKinv", 1);
             let bye = request("BYE", "z9hG4bKbye", 2);
             let (mut new_requests, mut invite_answered, mut acked, mut bye_answered) =
