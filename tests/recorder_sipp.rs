@@ -185,7 +185,7 @@ fn plan_streams(dir: &Path, schedule: Schedule) -> [StreamPlan; 2] {
 
 /// Writes the streams' RTP (PT 0, 20 ms packets, distinct SSRCs, sequence numbers and timestamps running
 /// on through the pause as a real sender's do) as Ethernet/IPv4/UDP records of a classic pcap file, in the
-/// order of their times: sipp replays them with the gaps between their times.
+/// order of their times: sipp replays them with the gaps between their times, from the ACK on.
 fn write_pcap(path: &Path, streams: &[StreamPlan; 2]) {
     let mut records: Vec<(u64, Vec<u8>)> = Vec::new();
     for (index, stream) in streams.iter().enumerate() {
@@ -222,6 +222,14 @@ fn write_pcap(path: &Path, streams: &[StreamPlan; 2]) {
         }
     }
     records.sort_by_key(|(micros, _)| *micros);
+    // sipp (3.6.1) sends a pcap's first packet at once and every later one a packet time (20 ms) earlier than
+    // the capture's times say. A copy of the first packet 20 ms before it takes that: the recorder drops it as
+    // a duplicate, and every real packet leaves on time.
+    let first = records[0].1.clone();
+    for record in &mut records {
+        record.0 += 20_000;
+    }
+    records.insert(0, (0, first));
     let mut file = Vec::new();
     // Classic pcap, microsecond times, snap length 65535, link type 1 (Ethernet).
     for field in [0xa1b2_c3d4u32.to_le_bytes().as_slice(), &2u16.to_le_bytes(), &4u16.to_le_bytes()] {
