@@ -693,7 +693,7 @@ fn loudest_window_dbfs(x: &[f64]) -> f64 {
 /// Checks a recording's audio against the streams sent: `pause` is (paused, resumed) in ms from the call's
 /// start, as the events say. Returns where the pcap's start is in the file (ms).
 fn check_audio(path: &Path, format: &str, streams: &[StreamPlan; 2], pause: (i64, i64), duration_ms: i64) -> i64 {
-    let (rate, channels) = decode(&path);
+    let (rate, channels) = decode(path);
     assert_eq!(rate as usize, RATE, "G.711 calls are recorded at 8 kHz");
     assert_eq!(channels.len(), 2, "stereo");
     let file_ms = (channels[0].len() * 1000 / RATE) as i64;
