@@ -3,6 +3,7 @@
 
 mod embedded_pg;
 mod generate;
+mod recording;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -63,7 +64,7 @@ impl Database {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run recall: the API, the event log's sequencer, and (as they arrive) the recorder and projections.
+    /// Run recall: the recorder (SIP/SIPREC), the API, the event log's sequencer and the projections.
     Serve {
         #[command(flatten)]
         database: Database,
@@ -78,6 +79,8 @@ enum Command {
         node: Option<String>,
         #[command(flatten)]
         api: ApiArgs,
+        #[command(flatten)]
+        recorder: recording::RecorderArgs,
     },
     /// Apply the database migrations and exit.
     Migrate {
@@ -210,7 +213,9 @@ fn init_tracing(format: LogFormat) {
 
 async fn run(command: Command) -> Result<()> {
     match command {
-        Command::Serve { database, http, site, node, api } => serve(database, http, site, node, api).await,
+        Command::Serve { database, http, site, node, api, recorder } => {
+            serve(database, http, site, node, api, recorder).await
+        }
         Command::Migrate { database } => {
             let (pool, embedded) = connect(&database).await?;
             let result = migrate(&pool).await;
@@ -445,13 +450,27 @@ fn host_name() -> String {
         .unwrap_or_else(|| "node".to_owned())
 }
 
-async fn serve(database: Database, http: SocketAddr, site: String, node: Option<String>, api: ApiArgs) -> Result<()> {
+async fn serve(
+    database: Database,
+    http: SocketAddr,
+    site: String,
+    node: Option<String>,
+    api: ApiArgs,
+    recorder: recording::RecorderArgs,
+) -> Result<()> {
     let node = node.unwrap_or_else(host_name);
     let (pool, embedded) = connect(&database).await?;
-    let result = serve_on(pool.clone(), http, site, node, &database, embedded.is_some(), api).await;
+    let parts = Parts { api, recorder };
+    let result = serve_on(pool.clone(), http, site, node, &database, embedded.is_some(), parts).await;
     pool.close().await;
     stop_embedded(embedded).await;
     result
+}
+
+/// The options of `recall serve`'s parts.
+struct Parts {
+    api: ApiArgs,
+    recorder: recording::RecorderArgs,
 }
 
 async fn serve_on(
@@ -461,8 +480,9 @@ async fn serve_on(
     node: String,
     database: &Database,
     embedded: bool,
-    api: ApiArgs,
+    parts: Parts,
 ) -> Result<()> {
+    let Parts { api, recorder } = parts;
     let data_dir = database.data_dir.as_path();
     migrate(&pool).await?;
     let registry = prometheus::Registry::new();
@@ -493,9 +513,9 @@ async fn serve_on(
         }
     }
 
-    let admin = admin_service(&log, database)?;
+    let admin = Arc::new(admin_service(&log, database)?);
     admin.seed_roles().await.context("cannot define the pre-defined roles")?;
-    if embedded {
+    if embedded || recorder.default_tenant() {
         // A first run on the embedded default records a call from this machine with no set-up.
         admin.ensure_default_tenant().await.context("cannot create the default tenant")?;
     }
@@ -515,6 +535,21 @@ async fn serve_on(
     let projector = recall_projections::Projector::new(log.clone(), recall_projections::all(), projection_metrics);
     let mut tasks = tasks;
     tasks.extend(projector.spawn(shutdown.clone()));
+    if recorder.enabled() {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+        let wiring = recording::Wiring {
+            args: &recorder,
+            admin: admin.clone(),
+            data_dir,
+            site: &site,
+            node: &node,
+            registry: &registry,
+        };
+        let (sip_address, recorder_tasks) = recording::start(wiring, shutdown.clone()).await?;
+        tracing::info!(%sip_address, "the recorder takes SIP and SIPREC calls on {sip_address} (UDP and TCP)");
+        tasks.extend(recorder_tasks);
+    }
     let options = recall_graphql::ApiOptions {
         introspection: !api.no_introspection,
         secure_cookies: api.secure_cookies,
@@ -522,7 +557,7 @@ async fn serve_on(
     };
     let app = recall_graphql::router(recall_graphql::ApiState {
         log: log.clone(),
-        admin: Arc::new(admin),
+        admin,
         projector,
         registry,
         version: VERSION,

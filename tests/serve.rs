@@ -22,7 +22,19 @@ struct Server {
 
 fn start(data_dir: &Path) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_recall"))
-        .args(["--log-format", "json", "serve", "--http", "127.0.0.1:0", "--site", "first-run", "--node", "n1"])
+        .args([
+            "--log-format",
+            "json",
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--sip",
+            "127.0.0.1:0",
+            "--site",
+            "first-run",
+            "--node",
+            "n1",
+        ])
         .arg("--data-dir")
         .arg(data_dir)
         .env_remove("DATABASE_URL")

@@ -137,8 +137,9 @@ fn mp3(sample_rate: u32, stereo: bool) -> Result<Encoder, EncodeError> {
     builder.build().map_err(setup)
 }
 
-/// A canonical 44-byte PCM WAV header; lengths above 4 GiB are capped (the file stays readable).
-fn wav_header(sample_rate: u32, stereo: bool, data_bytes: u64) -> [u8; WAV_HEADER_LEN] {
+/// The canonical 44-byte header of a PCM WAV file of `data_bytes` bytes of audio (what `finish` writes over
+/// the start); lengths above 4 GiB are capped (the file stays readable).
+pub fn wav_header(sample_rate: u32, stereo: bool, data_bytes: u64) -> [u8; WAV_HEADER_LEN] {
     let channels: u16 = if stereo { 2 } else { 1 };
     let data = u32::try_from(data_bytes).unwrap_or(u32::MAX - 36).min(u32::MAX - 36);
     let block_align = channels * 2;

@@ -213,6 +213,23 @@ impl Outbox {
         durable::sync_dir(&self.dir).map_err(io(&self.dir))
     }
 
+    /// Calls whose journal holds a start but no end: a recorder that stopped without finishing them
+    /// (a crash) ends them at its next start.
+    pub fn unended(&self) -> Result<Vec<(Uuid, Uuid)>, OutboxError> {
+        let mut unended = Vec::new();
+        for call_id in self.calls()? {
+            let lines = self.lines(call_id)?;
+            let started = lines.iter().any(|l| matches!(l.command, CallCommand::RecordCallStart { .. }));
+            let ended = lines.iter().any(|l| l.closes || matches!(l.command, CallCommand::EndCall { .. }));
+            if started && !ended {
+                if let Some(line) = lines.first() {
+                    unended.push((call_id, line.tenant_id));
+                }
+            }
+        }
+        Ok(unended)
+    }
+
     /// Commands journaled and not delivered yet, over all calls.
     pub fn pending(&self) -> Result<usize, OutboxError> {
         let mut pending = 0;

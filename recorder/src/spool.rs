@@ -4,11 +4,14 @@
 //!
 //! Layout: `active/<call id>.<ext>` while being written; `ready/<call id>.<ext>` and its manifest
 //! `ready/<call id>.json` once finished (the manifest is written last: a ready file without one is
-//! unfinished). Writes are plain blocking file I/O: call them from a blocking context.
+//! unfinished). A recording may leave its intended manifest beside it while it is written
+//! (`active/<call id>.json`, [`Spool::create_with`]), so that a restarted recorder knows where it goes. Writes are plain blocking file I/O: call them from a blocking context.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -85,6 +88,8 @@ pub struct Recovered {
 pub struct Spool {
     root: PathBuf,
     limit_bytes: u64,
+    /// Bytes held: counted once at open, then kept up to date by writes and removals.
+    used: Arc<AtomicU64>,
 }
 
 impl Spool {
@@ -94,7 +99,17 @@ impl Spool {
         for dir in [root.join(ACTIVE), root.join(READY)] {
             fs::create_dir_all(&dir).map_err(io(&dir))?;
         }
-        Ok(Self { root, limit_bytes })
+        let mut used = 0;
+        for dir in [root.join(ACTIVE), root.join(READY)] {
+            for entry in fs::read_dir(&dir).map_err(io(&dir))? {
+                let path = entry.map_err(io(&dir))?.path();
+                // Recordings count; their small manifests (and temp files) do not.
+                if call_id_of(&path).is_some() && path.extension().is_some_and(|e| e != "json" && e != "tmp") {
+                    used += fs::metadata(&path).map_err(io(&path))?.len();
+                }
+            }
+        }
+        Ok(Self { root, limit_bytes, used: Arc::new(AtomicU64::new(used)) })
     }
 
     pub fn root(&self) -> &Path {
@@ -109,16 +124,9 @@ impl Spool {
         self.root.join(READY)
     }
 
-    /// Bytes held by the spool (active and ready files).
+    /// Bytes held by the spool (active and ready files, as counted at open and kept since).
     pub fn used_bytes(&self) -> Result<u64, SpoolError> {
-        let mut used = 0;
-        for dir in [self.active(), self.ready()] {
-            for entry in fs::read_dir(&dir).map_err(io(&dir))? {
-                let entry = entry.map_err(io(&dir))?;
-                used += entry.metadata().map_err(io(&entry.path()))?.len();
-            }
-        }
-        Ok(used)
+        Ok(self.used.load(Ordering::Relaxed))
     }
 
     /// Whether a new recording would be refused (the recorder answers new calls 503 then).
@@ -128,9 +136,29 @@ impl Spool {
 
     /// Starts spooling the recording of `call_id` (file extension `extension`), synced every `sync_every`.
     pub fn create(&self, call_id: Uuid, extension: &str, sync_every: Duration) -> Result<SpoolWriter, SpoolError> {
+        self.create_with(call_id, extension, sync_every, None)
+    }
+
+    /// [`Spool::create`], leaving `draft` (the manifest as known at the start) beside the file until it is
+    /// finished: [`Spool::draft_of`] reads it back after a crash.
+    pub fn create_with(
+        &self,
+        call_id: Uuid,
+        extension: &str,
+        sync_every: Duration,
+        draft: Option<&RecordingMeta>,
+    ) -> Result<SpoolWriter, SpoolError> {
         let used = self.used_bytes()?;
         if used >= self.limit_bytes {
             return Err(SpoolError::Full { used, limit: self.limit_bytes });
+        }
+        if let Some(draft) = draft {
+            let path = self.draft_path(call_id);
+            let text = serde_json::to_vec(draft)
+                .map_err(|e| SpoolError::Manifest { path: path.clone(), reason: e.to_string() })?;
+            let mut file = File::create(&path).map_err(io(&path))?;
+            file.write_all(&text).map_err(io(&path))?;
+            file.sync_all().map_err(io(&path))?;
         }
         let path = self.active().join(format!("{call_id}.{extension}"));
         let file = OpenOptions::new().write(true).create_new(true).open(&path).map_err(|e| {
@@ -154,12 +182,31 @@ impl Spool {
         })
     }
 
+    fn draft_path(&self, call_id: Uuid) -> PathBuf {
+        self.active().join(format!("{call_id}.json"))
+    }
+
+    /// The manifest an unfinished recording was started with, if it left one.
+    pub fn draft_of(&self, call_id: Uuid) -> Result<Option<RecordingMeta>, SpoolError> {
+        let path = self.draft_path(call_id);
+        match fs::read(&path) {
+            Ok(text) => serde_json::from_slice(&text)
+                .map(Some)
+                .map_err(|e| SpoolError::Manifest { path, reason: e.to_string() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(SpoolError::Io { path, source: e }),
+        }
+    }
+
     /// What the spool holds after a restart.
     pub fn recover(&self) -> Result<Recovered, SpoolError> {
         let mut recovered = Recovered::default();
         let active = self.active();
         for entry in fs::read_dir(&active).map_err(io(&active))? {
             let path = entry.map_err(io(&active))?.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                continue;
+            }
             if let Some(call_id) = call_id_of(&path) {
                 recovered.unfinished.push((call_id, path));
             }
@@ -232,6 +279,8 @@ impl Spool {
             uploaded: false,
         };
         self.save(&recording)?;
+        let draft = self.draft_path(call_id);
+        durable::remove_if_present(&draft).map_err(io(&draft))?;
         Ok(recording)
     }
 
@@ -256,7 +305,9 @@ impl Spool {
     /// Removes a recording whose upload was confirmed and reported: the file first, the manifest last.
     pub fn remove(&self, recording: &SpooledRecording) -> Result<(), SpoolError> {
         let file = self.file_of(recording);
+        let size = fs::metadata(&file).map_or(0, |m| m.len());
         durable::remove_if_present(&file).map_err(io(&file))?;
+        self.used.fetch_sub(size.min(self.used.load(Ordering::Relaxed)), Ordering::Relaxed);
         let manifest = self.ready().join(format!("{}.json", recording.call_id));
         durable::remove_if_present(&manifest).map_err(io(&manifest))?;
         sync_dir(&self.ready())
@@ -284,6 +335,7 @@ impl SpoolWriter {
         self.file.write_all(bytes).map_err(io(&self.path))?;
         self.hasher.update(bytes);
         self.size += bytes.len() as u64;
+        self.spool.used.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         if self.last_sync.elapsed() >= self.sync_every {
             self.file.sync_data().map_err(io(&self.path))?;
             self.last_sync = Instant::now();

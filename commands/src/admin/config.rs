@@ -110,6 +110,29 @@ impl Admin {
         Ok(Done::of(self.run(&self.groups, group_id, command, ctx.meta(Some(tenant_id))).await?))
     }
 
+    /// A tenant's storage target with its credentials opened, for the recorder's uploads (a system
+    /// action, not a caller's: nothing is authorized or recorded). Refused when the target does not belong
+    /// to the tenant or is deleted.
+    pub async fn resolve_storage_target(
+        &self,
+        tenant_id: Uuid,
+        target_id: Uuid,
+    ) -> Result<ResolvedStorage, AdminError> {
+        let target = self.load(&self.storage, target_id).await?;
+        if target.tenant_id() != Some(tenant_id) || !target.exists() {
+            return Err(AdminError::NotFound("storage target"));
+        }
+        let kind = target.kind().cloned().ok_or(AdminError::NotFound("storage target"))?;
+        let mut secrets = BTreeMap::new();
+        for secret in kind.secrets() {
+            let clear = self.secrets.open_sealed(secret).await?.ok_or_else(|| {
+                AdminError::Invalid("a credential of this storage target is missing; enter it again".to_owned())
+            })?;
+            secrets.insert(secret, clear);
+        }
+        Ok(ResolvedStorage { kind, secrets })
+    }
+
     pub(super) async fn storage_target(
         &self,
         ctx: &Ctx<'_>,

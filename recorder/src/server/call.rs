@@ -1,0 +1,478 @@
+//! One call's task: its RTP sockets, its media core, its encoder and its spool file. It journals the start
+//! before the call is answered, writes the recording as the call goes (handing the blocking file work to
+//! tokio's blocking pool), and at the end journals the end, finishes the file and hands it to the uploader.
+
+use std::net::SocketAddr;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use recall_domain::call::{CallCommand, CallEndReason, CallStart, Participant};
+use recall_domain::recording_policy::AudioFormat;
+use tokio::io::ReadBuf;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::metrics::RecorderMetrics;
+use super::normalise;
+use crate::encode::AudioEncoder;
+use crate::media::{CallMedia, CallMediaConfig, Drained, MediaError, PayloadTypes, Pushed, Route, StreamId};
+use crate::outbox::Outbox;
+use crate::spool::{RecordingMeta, Spool, SpoolWriter};
+use crate::upload::UploadQueue;
+
+/// How often the media core is polled and final frames are encoded.
+const TICK: Duration = Duration::from_millis(50);
+/// How often encoded bytes go to the spool file.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// Datagrams read in one go before the task looks at its other work.
+const RECV_BUDGET: usize = 64;
+
+pub(super) struct StreamSpec {
+    pub socket: UdpSocket,
+    pub port: u16,
+    /// Where its RTP must come from (the offer's address and port); `None`: nothing is accepted.
+    pub source: Option<SocketAddr>,
+    pub route: Route,
+    pub payload_types: PayloadTypes,
+}
+
+pub(super) struct CallSpec {
+    pub call_id: Uuid,
+    pub sip_call_id: String,
+    pub start: CallStart,
+    pub streams: Vec<StreamSpec>,
+    /// Held at the start (an `inactive` offer): the call starts paused.
+    pub paused: bool,
+    /// The file to keep; `None` when the recording rule keeps nothing.
+    pub record: Option<(AudioFormat, Option<Uuid>)>,
+    pub output_rate: u32,
+}
+
+#[derive(Debug)]
+pub(super) enum Control {
+    /// A new offer in the dialog: where each stream now comes from, and whether the call is on hold.
+    Offer {
+        sources: Vec<Option<SocketAddr>>,
+        paused: bool,
+        at: Instant,
+    },
+    Participants {
+        participants: Vec<Participant>,
+        extension: Option<String>,
+        user_id: Option<Uuid>,
+    },
+    End {
+        reason: CallEndReason,
+        at: Instant,
+    },
+}
+
+#[derive(Debug)]
+pub(super) enum Notice {
+    /// The start is journaled (answer the INVITE) or could not be (refuse it).
+    Ready { call_id: Uuid, sip_call_id: String, result: Result<(), String> },
+    /// No RTP for the configured time: the call ended; the dialog should be ended with a BYE.
+    Inactive { call_id: Uuid, sip_call_id: String },
+    /// The task is done; its ports are free.
+    Finished { call_id: Uuid, sip_call_id: String, ports: Vec<u16> },
+}
+
+#[derive(Clone)]
+pub(super) struct CallContext {
+    pub outbox: Outbox,
+    pub spool: Spool,
+    pub uploads: UploadQueue,
+    pub metrics: RecorderMetrics,
+    pub rtp_timeout: Duration,
+    pub sync_every: Duration,
+    pub notices: mpsc::UnboundedSender<Notice>,
+}
+
+/// The object's path within the storage target: `<tenant>/<yyyy>/<mm>/<dd>/<call id>.<ext>`.
+pub(super) fn object_path(tenant_id: Uuid, call_id: Uuid, started_at: DateTime<Utc>, format: AudioFormat) -> String {
+    format!("{tenant_id}/{}/{call_id}.{}", started_at.format("%Y/%m/%d"), extension(format))
+}
+
+pub(super) fn extension(format: AudioFormat) -> &'static str {
+    match format {
+        AudioFormat::Mp3Stereo32 | AudioFormat::Mp3Mono16 => "mp3",
+        AudioFormat::WavStereo | AudioFormat::WavMono => "wav",
+    }
+}
+
+struct Recording {
+    writer: Option<SpoolWriter>,
+    encoder: AudioEncoder,
+    pending: Vec<u8>,
+    last_flush: Instant,
+    meta: RecordingMeta,
+}
+
+struct Clock {
+    start: Instant,
+    started_at: DateTime<Utc>,
+}
+
+impl Clock {
+    fn wall(&self, at: Instant) -> DateTime<Utc> {
+        let since = at.saturating_duration_since(self.start);
+        self.started_at + chrono::Duration::from_std(since).unwrap_or_default()
+    }
+}
+
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| format!("a blocking task failed: {e}"))
+}
+
+/// Journals a command for the call; a failure is logged (the journal is on the local disk: if it cannot
+/// be written, nothing else about the call can be kept either).
+async fn journal(ctx: &CallContext, call_id: Uuid, tenant_id: Uuid, command: CallCommand, closes: bool) -> bool {
+    let outbox = ctx.outbox.clone();
+    match blocking(move || outbox.record(call_id, tenant_id, command, closes)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::error!(%call_id, error = %e, "cannot journal a call event");
+            false
+        }
+        Err(e) => {
+            tracing::error!(%call_id, error = %e, "cannot journal a call event");
+            false
+        }
+    }
+}
+
+pub(super) async fn run(spec: CallSpec, mut control: mpsc::UnboundedReceiver<Control>, ctx: CallContext) {
+    let CallSpec { call_id, sip_call_id, mut start, streams, paused, record, output_rate } = spec;
+    let tenant_id = start.tenant_id;
+    let ports: Vec<u16> = streams.iter().map(|s| s.port).collect();
+    let clock = Clock { start: Instant::now(), started_at: Utc::now() };
+    start.started_at = clock.started_at;
+
+    let command = CallCommand::RecordCallStart { call_id, start };
+    if !journal(&ctx, call_id, tenant_id, command, false).await {
+        let _ = ctx.notices.send(Notice::Ready {
+            call_id,
+            sip_call_id: sip_call_id.clone(),
+            result: Err("journal".into()),
+        });
+        let _ = ctx.notices.send(Notice::Finished { call_id, sip_call_id, ports });
+        return;
+    }
+
+    let mut recording = match record {
+        Some((format, storage_target_id)) => {
+            match open_recording(&ctx, call_id, tenant_id, &clock, format, storage_target_id, output_rate).await {
+                Ok(recording) => Some(recording),
+                Err(e) => {
+                    ctx.metrics.recording_failures.inc();
+                    tracing::error!(%call_id, error = %e, "the recording cannot be started; the call is taken without it");
+                    let failure = CallCommand::RecordFailure { lost: "the whole recording".into(), reason: e };
+                    journal(&ctx, call_id, tenant_id, failure, false).await;
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let _ = ctx.notices.send(Notice::Ready { call_id, sip_call_id: sip_call_id.clone(), result: Ok(()) });
+    ctx.metrics.calls_active.inc();
+
+    let mut media = CallMedia::new(clock.start, CallMediaConfig { output_rate, ..CallMediaConfig::default() });
+    let mut ids: Vec<StreamId> = Vec::with_capacity(streams.len());
+    let mut sources: Vec<Option<SocketAddr>> = Vec::with_capacity(streams.len());
+    let mut sockets: Vec<UdpSocket> = Vec::with_capacity(streams.len());
+    for stream in streams {
+        ids.push(media.add_stream(stream.route, stream.payload_types));
+        sources.push(stream.source.map(normalise));
+        sockets.push(stream.socket);
+    }
+    let mut paused = paused;
+    if paused {
+        media.pause(None, clock.start);
+        journal(&ctx, call_id, tenant_id, CallCommand::PauseRecording { at: clock.started_at }, false).await;
+    }
+
+    let mut drained = Drained::default();
+    let mut buf = vec![0u8; 2048];
+    let mut rotate = 0usize;
+    let mut last_rtp = clock.start;
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    let (reason, end) = loop {
+        enum Wake {
+            Control(Option<Control>),
+            Tick,
+            Packet(Result<(usize, usize, SocketAddr), std::io::Error>),
+        }
+        let wake = tokio::select! {
+            biased;
+            message = control.recv() => Wake::Control(message),
+            _ = tick.tick() => Wake::Tick,
+            packet = recv_any(&sockets, &mut buf, &mut rotate) => Wake::Packet(packet),
+        };
+        match wake {
+            Wake::Control(None) => break (CallEndReason::RecorderShutdown, Instant::now()),
+            Wake::Control(Some(Control::End { reason, at })) => break (reason, at),
+            Wake::Control(Some(Control::Offer { sources: offered, paused: hold, at })) => {
+                for (source, offered) in sources.iter_mut().zip(offered) {
+                    *source = offered.map(normalise);
+                }
+                if hold && !paused {
+                    media.pause(None, at);
+                    paused = true;
+                    journal(&ctx, call_id, tenant_id, CallCommand::PauseRecording { at: clock.wall(at) }, false).await;
+                } else if !hold && paused {
+                    media.resume(None, at);
+                    paused = false;
+                    last_rtp = at;
+                    journal(&ctx, call_id, tenant_id, CallCommand::ResumeRecording { at: clock.wall(at) }, false).await;
+                }
+            }
+            Wake::Control(Some(Control::Participants { participants, extension, user_id })) => {
+                let command = CallCommand::IdentifyParticipants { participants, extension, user_id };
+                journal(&ctx, call_id, tenant_id, command, false).await;
+            }
+            Wake::Packet(Ok((index, len, from))) => {
+                let now = Instant::now();
+                if accept(&mut media, &ctx.metrics, ids[index], sources[index], from, &buf[..len], now) {
+                    last_rtp = now;
+                }
+                // Read what else is waiting before looking at timers and control again.
+                for _ in 0..RECV_BUDGET {
+                    let mut any = false;
+                    for index in 0..sockets.len() {
+                        if let Ok((len, from)) = sockets[index].try_recv_from(&mut buf) {
+                            any = true;
+                            if accept(&mut media, &ctx.metrics, ids[index], sources[index], from, &buf[..len], now) {
+                                last_rtp = now;
+                            }
+                        }
+                    }
+                    if !any {
+                        break;
+                    }
+                }
+            }
+            Wake::Packet(Err(e)) => {
+                tracing::warn!(%call_id, error = %e, "an RTP socket failed");
+                tokio::time::sleep(TICK).await;
+            }
+            Wake::Tick => {
+                let now = Instant::now();
+                if let Err(e) = media.poll(now, &mut drained) {
+                    tracing::warn!(%call_id, error = %e, "media");
+                }
+                take_drained(&ctx, call_id, tenant_id, &clock, &mut drained, recording.as_mut()).await;
+                if let Some(rec) = recording.as_mut() {
+                    if rec.last_flush.elapsed() >= FLUSH_EVERY {
+                        if let Err(e) = flush(rec).await {
+                            fail_recording(&ctx, call_id, tenant_id, &mut recording, e).await;
+                        }
+                    }
+                }
+                if !paused && now.saturating_duration_since(last_rtp) >= ctx.rtp_timeout {
+                    let _ = ctx.notices.send(Notice::Inactive { call_id, sip_call_id: sip_call_id.clone() });
+                    break (CallEndReason::RtpTimeout, now);
+                }
+            }
+        }
+    };
+    drop(sockets);
+
+    if let Err(e) = media.finish(end, &mut drained) {
+        tracing::warn!(%call_id, error = %e, "media at the end of the call");
+    }
+    take_drained(&ctx, call_id, tenant_id, &clock, &mut drained, recording.as_mut()).await;
+    let ended = CallCommand::EndCall { reason, at: clock.wall(end) };
+    journal(&ctx, call_id, tenant_id, ended, recording.is_none()).await;
+    if let Some(rec) = recording {
+        let duration_ms = u64::try_from(end.saturating_duration_since(clock.start).as_millis()).unwrap_or(u64::MAX);
+        match finish_recording(rec, duration_ms).await {
+            Ok(spooled) => {
+                ctx.metrics.recordings_spooled.inc();
+                ctx.uploads.push(spooled);
+            }
+            Err(e) => {
+                ctx.metrics.recording_failures.inc();
+                tracing::error!(%call_id, error = %e, "the recording could not be finished");
+                let failure = CallCommand::RecordFailure { lost: "the whole recording".into(), reason: e };
+                journal(&ctx, call_id, tenant_id, failure, true).await;
+            }
+        }
+    }
+    ctx.metrics.calls_active.dec();
+    tracing::info!(%call_id, sip_call_id, ?reason, "call ended");
+    let _ = ctx.notices.send(Notice::Finished { call_id, sip_call_id, ports });
+}
+
+/// Waits for a datagram on any of the call's sockets (starting with a different one each time, so a
+/// busy stream cannot starve the other).
+async fn recv_any(
+    sockets: &[UdpSocket],
+    buf: &mut [u8],
+    rotate: &mut usize,
+) -> Result<(usize, usize, SocketAddr), std::io::Error> {
+    if sockets.is_empty() {
+        return std::future::pending().await;
+    }
+    std::future::poll_fn(|cx| {
+        let count = sockets.len();
+        for offset in 0..count {
+            let index = (*rotate + offset) % count;
+            let mut read = ReadBuf::new(buf);
+            match sockets[index].poll_recv_from(cx, &mut read) {
+                Poll::Ready(Ok(from)) => {
+                    *rotate = index + 1;
+                    return Poll::Ready(Ok((index, read.filled().len(), from)));
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Hands one datagram to the media core if it came from where the offer said; true when it counted as
+/// RTP of the call (for the inactivity timeout).
+fn accept(
+    media: &mut CallMedia,
+    metrics: &RecorderMetrics,
+    stream: StreamId,
+    source: Option<SocketAddr>,
+    from: SocketAddr,
+    datagram: &[u8],
+    now: Instant,
+) -> bool {
+    metrics.rtp_packets.inc();
+    if source != Some(normalise(from)) {
+        metrics.rtp_dropped.with_label_values(&["foreign_source"]).inc();
+        return false;
+    }
+    match media.receive(stream, datagram, now) {
+        Ok(Pushed::Buffered | Pushed::NewSource | Pushed::Held) => true,
+        Ok(Pushed::Late) => {
+            metrics.rtp_dropped.with_label_values(&["late"]).inc();
+            true
+        }
+        Ok(Pushed::Duplicate) => {
+            metrics.rtp_dropped.with_label_values(&["duplicate"]).inc();
+            true
+        }
+        Err(MediaError::Rtp(_)) => {
+            metrics.rtp_dropped.with_label_values(&["malformed"]).inc();
+            false
+        }
+        Err(_) => {
+            metrics.rtp_dropped.with_label_values(&["refused"]).inc();
+            true
+        }
+    }
+}
+
+async fn open_recording(
+    ctx: &CallContext,
+    call_id: Uuid,
+    tenant_id: Uuid,
+    clock: &Clock,
+    format: AudioFormat,
+    storage_target_id: Option<Uuid>,
+    output_rate: u32,
+) -> Result<Recording, String> {
+    let (encoder, header) = AudioEncoder::new(format, output_rate).map_err(|e| e.to_string())?;
+    let meta = RecordingMeta {
+        tenant_id,
+        storage_target_id,
+        object_path: object_path(tenant_id, call_id, clock.started_at, format),
+        format,
+        duration_ms: 0,
+    };
+    let spool = ctx.spool.clone();
+    let (draft, sync_every) = (meta.clone(), ctx.sync_every);
+    let writer = blocking(move || spool.create_with(call_id, extension(format), sync_every, Some(&draft)))
+        .await?
+        .map_err(|e| e.to_string())?;
+    Ok(Recording { writer: Some(writer), encoder, pending: header, last_flush: Instant::now(), meta })
+}
+
+/// Encodes the final frames and journals the digits that came with them.
+async fn take_drained(
+    ctx: &CallContext,
+    call_id: Uuid,
+    tenant_id: Uuid,
+    clock: &Clock,
+    drained: &mut Drained,
+    recording: Option<&mut Recording>,
+) {
+    if let Some(rec) = recording {
+        if !drained.samples.is_empty() {
+            match rec.encoder.encode(&drained.samples) {
+                Ok(bytes) => rec.pending.extend_from_slice(&bytes),
+                Err(e) => tracing::error!(%call_id, error = %e, "encoding failed; these frames are lost"),
+            }
+        }
+    }
+    for dtmf in std::mem::take(&mut drained.dtmf) {
+        let Some(digit) = dtmf.digit else { continue };
+        let at = clock.started_at + chrono::Duration::from_std(dtmf.offset).unwrap_or_default();
+        let duration_ms = u32::try_from(dtmf.duration.as_millis()).unwrap_or(u32::MAX);
+        journal(ctx, call_id, tenant_id, CallCommand::RecordDtmf { digit, at, duration_ms }, false).await;
+    }
+    drained.clear();
+}
+
+/// Writes the pending bytes to the spool file in tokio's blocking pool (the write may sync).
+async fn flush(rec: &mut Recording) -> Result<(), String> {
+    rec.last_flush = Instant::now();
+    if rec.pending.is_empty() {
+        return Ok(());
+    }
+    let Some(mut writer) = rec.writer.take() else { return Err("the spool file is gone".into()) };
+    let bytes = std::mem::take(&mut rec.pending);
+    let (writer, bytes, result) = blocking(move || {
+        let result = writer.write(&bytes);
+        (writer, bytes, result)
+    })
+    .await?;
+    rec.writer = Some(writer);
+    rec.pending = bytes;
+    rec.pending.clear();
+    result.map_err(|e| e.to_string())
+}
+
+async fn fail_recording(
+    ctx: &CallContext,
+    call_id: Uuid,
+    tenant_id: Uuid,
+    recording: &mut Option<Recording>,
+    reason: String,
+) {
+    ctx.metrics.recording_failures.inc();
+    tracing::error!(%call_id, error = %reason, "the spool file cannot be written; the rest of the recording is lost");
+    let failure = CallCommand::RecordFailure { lost: "the recording from this point on".into(), reason };
+    journal(ctx, call_id, tenant_id, failure, false).await;
+    // What was written so far stays in the spool's active directory; a restart finishes and uploads it.
+    *recording = None;
+}
+
+async fn finish_recording(mut rec: Recording, duration_ms: u64) -> Result<crate::spool::SpooledRecording, String> {
+    let finished = rec.encoder.finish().map_err(|e| e.to_string())?;
+    rec.pending.extend_from_slice(&finished.tail);
+    let Some(mut writer) = rec.writer.take() else { return Err("the spool file is gone".into()) };
+    let mut meta = rec.meta;
+    meta.duration_ms = duration_ms;
+    let pending = rec.pending;
+    blocking(move || {
+        writer.write(&pending)?;
+        if let Some(header) = finished.header {
+            writer.patch_start(&header)?;
+        }
+        writer.finish(meta)
+    })
+    .await?
+    .map_err(|e| e.to_string())
+}

@@ -1,0 +1,470 @@
+//! The recording server end to end in one process: a SIPREC client of the test's own (UDP SIP, real RTP
+//! with a different tone on each stream) against the real driver, the real event log and a local storage
+//! target. It checks what the recorder answers (200 with one port per stream, 403 to a stranger, 503 over
+//! capacity, 481 outside a dialog), what it records (the stereo file, each tone on its channel, silence
+//! while paused) and what it tells the log (start, pause, resume, end, stored file), and that RTP from a
+//! foreign port is dropped and a silent call ends after the inactivity timeout with a BYE.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{fast, TENANT};
+use futures::future::BoxFuture;
+use object_store::local::LocalFileSystem;
+use object_store::ObjectStore;
+use recall_commands::testing::running_log;
+use recall_commands::{CommandError, CommandService};
+use recall_domain::call::{Call, CallCommand};
+use recall_domain::recording_policy::{AudioFormat, DefaultRecordingRule};
+use recall_domain::tenant::RecordingClients;
+use recall_domain::CommandMeta;
+use recall_recorder::directory::{Directory, TenantProfile};
+use recall_recorder::outbox::{CallLog, DeliveryError};
+use recall_recorder::server::{Recorder, RecorderConfig, RecorderMetrics, StorageResolver};
+use recall_recorder::sip::{self, Message, Transport};
+use serde_json::Value;
+use sqlx::{PgPool, Row};
+use symphonia::core::audio::SampleBuffer;
+use symphonia::core::codecs::DecoderOptions;
+use symphonia::core::formats::FormatOptions;
+use symphonia::core::io::MediaSourceStream;
+use symphonia::core::meta::MetadataOptions;
+use symphonia::core::probe::Hint;
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+struct Log(CommandService<Call>);
+
+impl CallLog for Log {
+    fn deliver<'a>(
+        &'a self,
+        call_id: Uuid,
+        tenant_id: Uuid,
+        command: &'a CallCommand,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            let meta = CommandMeta::system("recorder:test").in_tenant(tenant_id);
+            match self.0.execute(&call_id.to_string(), command.clone(), meta).await {
+                Ok(_) => Ok(()),
+                Err(e @ (CommandError::Refused(_) | CommandError::Taken(_))) => {
+                    Err(DeliveryError::Refused(e.to_string()))
+                }
+                Err(e) => Err(DeliveryError::Unavailable(e.to_string())),
+            }
+        })
+    }
+}
+
+struct Local(std::path::PathBuf);
+
+impl StorageResolver for Local {
+    fn store_for<'a>(&'a self, _: Uuid, _: Option<Uuid>) -> BoxFuture<'a, Result<Arc<dyn ObjectStore>, String>> {
+        Box::pin(async move {
+            Ok(Arc::new(LocalFileSystem::new_with_prefix(&self.0).map_err(|e| e.to_string())?) as Arc<dyn ObjectStore>)
+        })
+    }
+}
+
+struct Running {
+    sip: SocketAddr,
+    target: tempfile::TempDir,
+    _data: tempfile::TempDir,
+    metrics: RecorderMetrics,
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn tenant(networks: &[&str], format: AudioFormat) -> TenantProfile {
+    TenantProfile {
+        tenant_id: TENANT,
+        name: "test".into(),
+        active: true,
+        clients: RecordingClients {
+            networks: networks.iter().map(|n| n.parse().expect("network")).collect(),
+            sip_domains: Vec::new(),
+        },
+        rule: DefaultRecordingRule::default(),
+        format,
+        storage_target_id: None,
+    }
+}
+
+async fn start(pool: PgPool, trusted: &[&str], max_calls: usize, rtp_timeout: Duration) -> Running {
+    let (log, _log_shutdown) = running_log(pool).await;
+    let data = tempfile::tempdir().expect("data dir");
+    let target = tempfile::tempdir().expect("target dir");
+    let metrics = RecorderMetrics::unregistered().expect("metrics");
+    // Ports from a block the system picked as free (even, so the pool's first port is the block's).
+    let base = {
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").expect("probe");
+        let port = probe.local_addr().expect("addr").port();
+        (port - port % 2).min(60_000)
+    };
+    let config = RecorderConfig {
+        sip: "127.0.0.1:0".parse().expect("addr"),
+        rtp_ports: (base, base + 200),
+        media_address: None,
+        max_calls,
+        rtp_timeout,
+        site: "test".into(),
+        node: "rec-1".into(),
+        spool_dir: data.path().join("spool"),
+        outbox_dir: data.path().join("outbox"),
+        spool_limit_bytes: 1 << 30,
+        sync_every: Duration::from_millis(500),
+        backoff: fast(),
+    };
+    let recorder = Recorder::bind(config, metrics.clone()).await.expect("recorder binds");
+    let sip = recorder.local_addr();
+    let directory = Directory::new(vec![tenant(trusted, AudioFormat::WavStereo)], std::iter::empty());
+    let (_tx, directory) = watch::channel(Arc::new(directory));
+    std::mem::forget(_tx);
+    let shutdown = CancellationToken::new();
+    let calls = CommandService::<Call>::new(log, ());
+    let tasks =
+        recorder.spawn(directory, Arc::new(Log(calls)), Arc::new(Local(target.path().to_owned())), shutdown.clone());
+    Running { sip, target, _data: data, metrics, shutdown, tasks }
+}
+
+/// A SIPREC client: SIP on one UDP socket, one RTP socket per stream.
+struct Client {
+    sip: UdpSocket,
+    rtp: [UdpSocket; 2],
+    recorder: SocketAddr,
+    call_id: String,
+    cseq: u32,
+    to_tag: Option<String>,
+    ports: Vec<u16>,
+    seq: [u16; 2],
+    timestamp: [u32; 2],
+    phase: [f64; 2],
+}
+
+const TONES: [f64; 2] = [440.0, 1000.0];
+
+fn linear_to_ulaw(sample: i16) -> u8 {
+    const BIAS: i32 = 0x84;
+    let mut pcm = i32::from(sample);
+    let sign = if pcm < 0 { 0x80 } else { 0 };
+    if pcm < 0 {
+        pcm = -pcm;
+    }
+    pcm = (pcm + BIAS).min(0x7fff);
+    let exponent = (0..8).rev().find(|e| pcm & (0x80 << e) != 0).unwrap_or(0);
+    let mantissa = (pcm >> (exponent + 3)) & 0x0f;
+    !(sign | (exponent << 4) as u8 | mantissa as u8)
+}
+
+impl Client {
+    async fn new(recorder: SocketAddr) -> Self {
+        let bind = || async { UdpSocket::bind("127.0.0.1:0").await.expect("bind") };
+        Self {
+            sip: bind().await,
+            rtp: [bind().await, bind().await],
+            recorder,
+            call_id: format!("{}@127.0.0.1", Uuid::now_v7()),
+            cseq: 1,
+            to_tag: None,
+            ports: Vec::new(),
+            seq: [1000, 5000],
+            timestamp: [160_000, 4_000_000_000],
+            phase: [0.0, 0.0],
+        }
+    }
+
+    fn headers(&self, method: &str, branch: &str) -> String {
+        let to_tag = self.to_tag.as_ref().map(|t| format!(";tag={t}")).unwrap_or_default();
+        format!(
+            "{method} sip:srs@{recorder} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{branch}\r\n\
+             From: <sip:sbc@127.0.0.1>;tag=sbc1\r\nTo: <sip:srs@{recorder}>{to_tag}\r\nCall-ID: {call}\r\n\
+             CSeq: {cseq} {method}\r\nMax-Forwards: 70\r\nContact: <sip:sbc@{me}>;+sip.src\r\n",
+            recorder = self.recorder,
+            me = self.sip.local_addr().expect("addr"),
+            call = self.call_id,
+            cseq = self.cseq,
+        )
+    }
+
+    fn offer(&self, direction: &str) -> String {
+        let port = |i: usize| self.rtp[i].local_addr().expect("addr").port();
+        let sdp = format!(
+            "v=0\r\no=sbc 1 {} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=label:1\r\na={direction}\r\n\
+             m=audio {} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=label:2\r\na={direction}\r\n",
+            self.cseq,
+            port(0),
+            port(1)
+        );
+        let metadata = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n<recording xmlns=\"urn:ietf:params:xml:ns:recording:1\">\
+             <datamode>complete</datamode><session session_id=\"s1\"/>\
+             <participant participant_id=\"p1\"><nameID aor=\"sip:+4930555@carrier.example\"><name>Caller</name></nameID></participant>\
+             <participant participant_id=\"p2\"><nameID aor=\"sip:2001@pbx.example\"><name>Agent</name></nameID></participant>\
+             <stream stream_id=\"st1\" session_id=\"s1\"><label>1</label></stream>\
+             <stream stream_id=\"st2\" session_id=\"s1\"><label>2</label></stream>\
+             <participantstreamassoc participant_id=\"p1\"><send>st1</send><recv>st2</recv></participantstreamassoc>\
+             <participantstreamassoc participant_id=\"p2\"><send>st2</send><recv>st1</recv></participantstreamassoc>\
+             </recording>\r\n";
+        format!(
+            "--b1\r\nContent-Type: application/sdp\r\n\r\n{sdp}\r\n--b1\r\nContent-Type: application/rs-metadata+xml\r\n\
+             Content-Disposition: recording-session\r\n\r\n{metadata}\r\n--b1--\r\n"
+        )
+    }
+
+    async fn send(&self, text: String) {
+        self.sip.send_to(text.as_bytes(), self.recorder).await.expect("sent");
+    }
+
+    /// The next final response (provisional ones skipped), within 5 s.
+    async fn final_response(&self) -> Message {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let (len, _) = tokio::time::timeout(Duration::from_secs(5), self.sip.recv_from(&mut buf))
+                .await
+                .expect("a response within 5 s")
+                .expect("received");
+            let message = sip::parse(&buf[..len], Transport::Datagram).expect("the recorder's message parses");
+            if message.status().is_some_and(|s| s >= 200) || message.is_request() {
+                return message;
+            }
+        }
+    }
+
+    async fn invite(&mut self, direction: &str) -> Message {
+        let body = self.offer(direction);
+        let text = format!(
+            "{}Require: siprec\r\nContent-Type: multipart/mixed;boundary=b1\r\nContent-Length: {}\r\n\r\n{body}",
+            self.headers("INVITE", &format!("inv{}", self.cseq)),
+            body.len()
+        );
+        self.send(text).await;
+        let response = self.final_response().await;
+        if response.status() == Some(200) {
+            self.to_tag = response.to().tag().map(str::to_owned);
+            let answer = recall_recorder::sdp::parse(response.body()).expect("the answer parses");
+            self.ports = answer.media.iter().map(|m| m.port).collect();
+            let ack = format!("{}Content-Length: 0\r\n\r\n", self.headers("ACK", &format!("ack{}", self.cseq)));
+            self.send(ack).await;
+        }
+        self.cseq += 1;
+        response
+    }
+
+    async fn bye(&mut self) -> Message {
+        let text = format!("{}Content-Length: 0\r\n\r\n", self.headers("BYE", &format!("bye{}", self.cseq)));
+        self.cseq += 1;
+        self.send(text).await;
+        self.final_response().await
+    }
+
+    /// Sends `seconds` of each stream's tone in real time (20 ms packets).
+    async fn talk(&mut self, seconds: f64) {
+        let packets = (seconds * 50.0).round() as usize;
+        let started = Instant::now();
+        for n in 0..packets {
+            for (stream, tone) in TONES.iter().enumerate() {
+                let mut packet = vec![0x80, 0x00];
+                packet.extend_from_slice(&self.seq[stream].to_be_bytes());
+                packet.extend_from_slice(&self.timestamp[stream].to_be_bytes());
+                packet.extend_from_slice(&(0x1000 + stream as u32).to_be_bytes());
+                for _ in 0..160 {
+                    let sample = (self.phase[stream].sin() * 12_000.0) as i16;
+                    self.phase[stream] += 2.0 * std::f64::consts::PI * tone / 8000.0;
+                    packet.push(linear_to_ulaw(sample));
+                }
+                self.seq[stream] = self.seq[stream].wrapping_add(1);
+                self.timestamp[stream] = self.timestamp[stream].wrapping_add(160);
+                let to = SocketAddr::new(self.recorder.ip(), self.ports[stream]);
+                self.rtp[stream].send_to(&packet, to).await.expect("rtp sent");
+            }
+            let due = started + Duration::from_millis(20 * (n as u64 + 1));
+            tokio::time::sleep_until(due.into()).await;
+        }
+    }
+
+    /// Silence on the wire: the timestamps move on as if the streams had sent.
+    fn skip(&mut self, seconds: f64) {
+        let ticks = (seconds * 8000.0) as u32;
+        for stream in 0..2 {
+            self.timestamp[stream] = self.timestamp[stream].wrapping_add(ticks);
+            self.seq[stream] = self.seq[stream].wrapping_add((ticks / 160) as u16);
+        }
+    }
+}
+
+async fn call_events(pool: &PgPool, sip_call_id: &str, until: &str) -> Vec<(String, Value)> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows = sqlx::query(
+            "SELECT event_type, payload FROM events WHERE aggregate_type = 'Call' AND aggregate_id IN
+               (SELECT aggregate_id FROM events WHERE event_type = 'CallStarted'
+                  AND payload #>> '{CallStarted,start,sip_call_id}' = $1) ORDER BY sequence",
+        )
+        .bind(sip_call_id)
+        .fetch_all(pool)
+        .await
+        .expect("events");
+        let events: Vec<(String, Value)> = rows.iter().map(|r| (r.get("event_type"), r.get("payload"))).collect();
+        if events.iter().any(|(t, _)| t == until) {
+            return events;
+        }
+        assert!(Instant::now() < deadline, "no {until} within 20 s: {events:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn decode_wav(bytes: Vec<u8>) -> (u32, Vec<Vec<f64>>) {
+    let stream = MediaSourceStream::new(Box::new(std::io::Cursor::new(bytes)), Default::default());
+    let mut hint = Hint::new();
+    hint.with_extension("wav");
+    let probed = symphonia::default::get_probe()
+        .format(&hint, stream, &FormatOptions::default(), &MetadataOptions::default())
+        .expect("a WAV file");
+    let mut format = probed.format;
+    let track = format.default_track().expect("a track").clone();
+    let mut decoder =
+        symphonia::default::get_codecs().make(&track.codec_params, &DecoderOptions::default()).expect("codec");
+    let (mut rate, mut channels) = (0, Vec::new());
+    while let Ok(packet) = format.next_packet() {
+        let decoded = decoder.decode(&packet).expect("decoded");
+        let spec = *decoded.spec();
+        rate = spec.rate;
+        let count = spec.channels.count();
+        channels.resize(count, Vec::new());
+        let mut buffer = SampleBuffer::<f32>::new(decoded.capacity() as u64, spec);
+        buffer.copy_interleaved_ref(decoded);
+        for frame in buffer.samples().chunks_exact(count) {
+            for (channel, sample) in frame.iter().enumerate() {
+                channels[channel].push(f64::from(*sample));
+            }
+        }
+    }
+    (rate, channels)
+}
+
+/// Power of `frequency` in `samples` (Goertzel), normalised by length.
+fn tone_power(samples: &[f64], frequency: f64, rate: f64) -> f64 {
+    let coefficient = 2.0 * (2.0 * std::f64::consts::PI * frequency / rate).cos();
+    let (mut s1, mut s2) = (0.0, 0.0);
+    for x in samples {
+        let s0 = x + coefficient * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    (s1 * s1 + s2 * s2 - coefficient * s1 * s2) / (samples.len() as f64).powi(2)
+}
+
+fn rms(samples: &[f64]) -> f64 {
+    (samples.iter().map(|s| s * s).sum::<f64>() / samples.len().max(1) as f64).sqrt()
+}
+
+#[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
+async fn a_siprec_call_is_recorded_in_stereo_paused_resumed_and_stored_with_its_events(pool: PgPool) {
+    let running = start(pool.clone(), &["127.0.0.0/8"], 10, Duration::from_secs(30)).await;
+    let mut client = Client::new(running.sip).await;
+    let answer = client.invite("sendonly").await;
+    assert_eq!(answer.status(), Some(200), "{answer:?}");
+    assert_eq!(client.ports.len(), 2);
+    assert!(client.ports.iter().all(|p| *p != 0 && p.is_multiple_of(2)), "{:?}", client.ports);
+    assert!(answer.contact().is_some_and(|c| c.param("+sip.srs").is_some()));
+
+    // RTP from a port the offer did not name is dropped, not recorded.
+    let stranger = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let mut forged = vec![0x80, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9];
+    forged.extend(std::iter::repeat_n(0x00, 160));
+    for _ in 0..5 {
+        stranger.send_to(&forged, SocketAddr::new(running.sip.ip(), client.ports[0])).await.expect("sent");
+    }
+
+    client.talk(2.0).await;
+    let pause = client.invite("inactive").await;
+    assert_eq!(pause.status(), Some(200));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    client.skip(1.5);
+    let resume = client.invite("sendonly").await;
+    assert_eq!(resume.status(), Some(200));
+    client.talk(2.0).await;
+    let bye = client.bye().await;
+    assert_eq!(bye.status(), Some(200));
+    assert_eq!(client.bye().await.status(), Some(481), "the dialog is gone after its BYE");
+
+    let events = call_events(&pool, &client.call_id, "RecordingStored").await;
+    let types: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(types, ["CallStarted", "RecordingPaused", "RecordingResumed", "CallEnded", "RecordingStored"]);
+    let start = &events[0].1["CallStarted"]["start"];
+    assert_eq!(start["tenant_id"], TENANT.to_string());
+    assert_eq!(start["participants"][1]["aor"], "sip:2001@pbx.example");
+    assert_eq!(events[3].1["CallEnded"]["reason"], "bye");
+    let time = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().expect("time")).expect("rfc3339");
+    let started = time(&start["started_at"]);
+    let paused_at = (time(&events[1].1["RecordingPaused"]["at"]) - started).num_milliseconds() as f64 / 1000.0;
+    let resumed_at = (time(&events[2].1["RecordingResumed"]["at"]) - started).num_milliseconds() as f64 / 1000.0;
+    let duration_ms = events[3].1["CallEnded"]["duration_ms"].as_u64().expect("duration");
+    let stored = &events[4].1["RecordingStored"]["recording"];
+    assert_eq!(stored["format"], "wav_stereo");
+    assert!(running.metrics.rtp_dropped.with_label_values(&["foreign_source"]).get() >= 5);
+
+    let path = running.target.path().join(stored["location"].as_str().expect("location"));
+    let bytes = std::fs::read(&path).expect("the stored file");
+    assert_eq!(bytes.len() as u64, stored["size_bytes"].as_u64().expect("size"));
+    let (rate, channels) = decode_wav(bytes);
+    assert_eq!((rate, channels.len()), (8000, 2));
+    let seconds = channels[0].len() as f64 / 8000.0;
+    assert!((seconds * 1000.0 - duration_ms as f64).abs() < 50.0, "file {seconds} s, call {duration_ms} ms");
+    assert!((5.0..7.5).contains(&seconds), "{seconds}");
+
+    // Each tone on its channel while talking; silence while paused.
+    let window =
+        |from: f64, to: f64, channel: usize| &channels[channel][(from * 8000.0) as usize..(to * 8000.0) as usize];
+    for (from, to) in [(0.5, 1.5), (resumed_at + 0.5, resumed_at + 1.5)] {
+        let (left, right) = (window(from, to, 0), window(from, to, 1));
+        assert!(tone_power(left, 440.0, 8000.0) > 100.0 * tone_power(left, 1000.0, 8000.0), "left at {from}");
+        assert!(tone_power(right, 1000.0, 8000.0) > 100.0 * tone_power(right, 440.0, 8000.0), "right at {from}");
+    }
+    assert!(resumed_at - paused_at > 1.2, "paused {paused_at}..{resumed_at}");
+    for channel in 0..2 {
+        let quiet = rms(window(paused_at + 0.15, resumed_at - 0.15, channel));
+        assert!(quiet < 1e-3, "channel {channel} while paused: rms {quiet}");
+    }
+    running.shutdown.cancel();
+    for task in running.tasks {
+        let _ = task.await;
+    }
+}
+
+#[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
+async fn strangers_get_403_calls_over_capacity_503_and_a_silent_call_ends_with_a_bye(pool: PgPool) {
+    // Trusted: only 10.0.0.0/8: a call from loopback is refused.
+    let running = start(pool.clone(), &["10.0.0.0/8"], 1, Duration::from_secs(2)).await;
+    let mut stranger = Client::new(running.sip).await;
+    assert_eq!(stranger.invite("sendonly").await.status(), Some(403));
+    running.shutdown.cancel();
+    for task in running.tasks {
+        let _ = task.await;
+    }
+
+    let running = start(pool.clone(), &["127.0.0.1/32"], 1, Duration::from_secs(2)).await;
+    let mut first = Client::new(running.sip).await;
+    assert_eq!(first.invite("sendonly").await.status(), Some(200));
+    let mut second = Client::new(running.sip).await;
+    let busy = second.invite("sendonly").await;
+    assert_eq!(busy.status(), Some(503));
+    assert!(busy.header("Retry-After").is_some());
+
+    // No RTP on the first call: after 2 s the recorder ends it and says so with a BYE.
+    let bye = first.final_response().await;
+    assert!(bye.is_request() && bye.method().as_str() == "BYE", "{bye:?}");
+    assert_eq!(bye.call_id(), first.call_id);
+    let events = call_events(&pool, &first.call_id, "CallEnded").await;
+    let ended = events.iter().find(|(t, _)| t == "CallEnded").expect("ended");
+    assert_eq!(ended.1["CallEnded"]["reason"], "rtp_timeout");
+    assert_eq!(running.metrics.calls_refused.with_label_values(&["capacity"]).get(), 1);
+    running.shutdown.cancel();
+    for task in running.tasks {
+        let _ = task.await;
+    }
+}
