@@ -315,7 +315,7 @@ impl Server {
             .arg(format!("{}-{}", rtp_ports.0, rtp_ports.1))
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--database-url", &db.url, "--site", "sipp", "--node", "n1"])
+            .args(["--database-url", &db.url, "--site", "sipp", "--node", "n1", "--default-tenant"])
             .env_remove("DATABASE_URL")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -392,7 +392,7 @@ impl Drop for Server {
     }
 }
 
-/// Signs in as a new root administrator and makes the tenant `default`, which trusts loopback, record in
+/// Signs in as a new root administrator and makes the tenant `default` (which trusts loopback) record in
 /// `format` (a GraphQL AudioFormat; None keeps the default, MP3 stereo 32 kbit/s); returns the tenant's id.
 fn set_up_tenant(server: &Server, db: &Database, data_dir: &Path, format: Option<&str>) -> String {
     let password = "sipp end to end test";
@@ -414,8 +414,8 @@ fn set_up_tenant(server: &Server, db: &Database, data_dir: &Path, format: Option
     let token = signed_in["data"]["signIn"]["token"].as_str().expect("a token").to_owned();
     let token = Some(token.as_str());
 
-    // The server's set-up makes the tenant; the read model shows it a moment later. Made here if it does not.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // --default-tenant makes it at the start; the read model shows it a moment later.
+    let deadline = Instant::now() + Duration::from_secs(10);
     let tenant = loop {
         let tenants = server.graphql(token, "{ tenants(first: 100) { edges { node { id name } } } }");
         let found = tenants["data"]["tenants"]["edges"]
@@ -427,39 +427,46 @@ fn set_up_tenant(server: &Server, db: &Database, data_dir: &Path, format: Option
         if let Some(id) = found {
             break id;
         }
-        if Instant::now() > deadline {
-            let made = server.graphql(token, "mutation { createTenant(input: { name: \"default\" }) { id } }");
-            let id = made["data"]["createTenant"]["id"].as_str().expect("id").to_owned();
-            server.graphql(
-                token,
-                &format!(
-                    "mutation {{ setRecordingClients(tenantId: \"{id}\", networks: [\"127.0.0.0/8\"], sipDomains: []) {{ id }} }}"
-                ),
-            );
-            break id;
-        }
+        assert!(Instant::now() < deadline, "no tenant named default: {tenants}");
         std::thread::sleep(Duration::from_millis(100));
     };
     if let Some(format) = format {
         let set = format!("mutation {{ setAudioFormat(tenantId: \"{tenant}\", format: {format}) {{ id }} }}");
         server.graphql(token, &set);
     }
+    // The recorder reads tenants from the read model, again every second: once the read model shows the
+    // tenant as wanted, the recorder knows it two seconds later (it gives no other sign).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let shown =
+            server.graphql(token, &format!("{{ tenant(id: \"{tenant}\") {{ audioFormat recordingNetworks }} }}"));
+        let shown = &shown["data"]["tenant"];
+        let trusted = shown["recordingNetworks"].as_array().is_some_and(|n| n.iter().any(|n| n == "127.0.0.0/8"));
+        let formatted = match format {
+            Some(format) => shown["audioFormat"] == format,
+            None => shown["audioFormat"] == "MP_3_STEREO_32", // async-graphql's name for Mp3Stereo32
+        };
+        if trusted && formatted {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the tenant is not shown as set up: {shown}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
     tenant
 }
 
 // --- sipp -----------------------------------------------------------------------------------------
 
-/// An even port P with P and P + 2 free for UDP on loopback: sipp binds both (its RTP echo sockets) and
-/// fails rather than moves when one is taken.
-fn free_media_port(from: u16) -> u16 {
-    (from..from + 2000)
-        .step_by(4)
-        .find(|port| {
-            let first = UdpSocket::bind(("127.0.0.1", *port));
-            let second = UdpSocket::bind(("127.0.0.1", *port + 2));
-            first.is_ok() && second.is_ok()
-        })
-        .expect("a free media port pair")
+/// The first even port P from `from` on with P, P + 2, … (`count` even ports) free for UDP on loopback.
+/// The tests look below Linux's ephemeral ports (32768 and up), where other programs' sockets land.
+/// sipp binds its media port and that + 2 itself (its RTP echo sockets) and fails rather than moves when
+/// one is taken; the recorder takes its RTP ports from the range it is given.
+fn free_even_ports(from: u16, count: u16) -> u16 {
+    (from..from + 900)
+        .step_by(2 * usize::from(count))
+        .find(|first| (0..count).all(|k| UdpSocket::bind(("127.0.0.1", first + 2 * k)).is_ok()))
+        .expect("free UDP ports on loopback")
 }
 
 /// Runs the scenario from `dir` (which holds it and `siprec.pcap`) against the recorder.
@@ -727,14 +734,13 @@ fn check_audio(path: &Path, format: &str, streams: &[StreamPlan; 2], pause: (i64
     // whichever side of the pause it is on (the second stream started later; that offset is kept).
     let (earliest, latest) = (pcap_starts.iter().min().expect("some"), pcap_starts.iter().max().expect("some"));
     assert!(latest - earliest <= 20, "{format}: the sentences place the pcap's start at {pcap_starts:?} ms");
-    assert!((0..3000).contains(earliest), "{format}: the pcap started {earliest} ms into the file");
 
     // The pause: from RecordingPaused to RecordingResumed the file is silent, though the client sent speech
     // all through it; and that speech lies inside the pause, so the check is not vacuous.
     let pause_from = pause.0 as usize * RATE / 1000;
     let pause_to = (pause.1 as usize * RATE / 1000).min(channels[0].len());
     let (secret_at, secret) = &streams[0].while_paused;
-    let secret_from = (*earliest as usize + secret_at) * RATE / 1000;
+    let secret_from = usize::try_from(*earliest + *secret_at as i64).unwrap_or(0) * RATE / 1000;
     assert!(
         pause_from < secret_from && secret_from + secret.len() < pause_to,
         "the audio sent while paused ({secret_from}..{}) lies inside the pause ({pause_from}..{pause_to})",
@@ -764,10 +770,11 @@ fn record_a_call(format: Option<&str>, transport: &str, rtp_from: u16) {
 
     let db = Database::create();
     let data_dir = work.path().join("recall-data");
-    let server = Server::start(&db, &data_dir, (rtp_from, rtp_from + 99));
+    let rtp = free_even_ports(rtp_from, 10);
+    let server = Server::start(&db, &data_dir, (rtp, rtp + 19));
     let tenant = set_up_tenant(&server, &db, &data_dir, format);
 
-    run_sipp(work.path(), &server.sip, transport, free_media_port(rtp_from + 1000));
+    run_sipp(work.path(), &server.sip, transport, free_even_ports(rtp_from + 5000, 2));
     let call = wait_for_recording(&db, &server);
     let format = format.unwrap_or("MP3 (the default)");
     let context =
@@ -833,28 +840,29 @@ fn record_a_call(format: Option<&str>, transport: &str, rtp_from: u16) {
     assert!((stored_ms - duration_ms).abs() <= 100, "stored {stored_ms} ms of a {duration_ms} ms call");
     let pause = (ms_between(started_at, paused_at), ms_between(started_at, resumed_at));
     let pcap_start = check_audio(&path, format, &streams, pause, duration_ms);
-    // The file's clock is the events' clock: the pcap started to play when sipp sent the ACK.
-    let ack = ms_between(started_at, ack_sent_at(work.path()));
+    // The file's clock is the events' clock: the pcap started to play when sipp sent the ACK, and a packet's
+    // 20 ms of audio end when it leaves (the recorder places them so), so the pcap's audio starts 20 ms before.
+    let expected = ms_between(started_at, ack_sent_at(work.path())) - 20;
     assert!(
-        (pcap_start - ack).abs() <= 60,
-        "{format}: the audio sits {pcap_start} ms into the file, but sipp started sending it {ack} ms after the call's start"
+        (pcap_start - expected).abs() <= 30,
+        "{format}: the audio starts {pcap_start} ms into the file, but sipp sent it from {expected} ms after the call's start on"
     );
     drop(server);
 }
 
 #[test]
 fn a_siprec_call_from_sipp_is_recorded_to_mp3_over_udp() {
-    record_a_call(None, "u1", 40_000);
+    record_a_call(None, "u1", 12_000);
 }
 
 #[test]
 fn a_siprec_call_from_sipp_is_recorded_to_wav_over_udp() {
-    record_a_call(Some("WAV_STEREO"), "u1", 42_000);
+    record_a_call(Some("WAV_STEREO"), "u1", 13_000);
 }
 
 #[test]
 fn a_siprec_call_from_sipp_is_recorded_over_tcp() {
-    record_a_call(None, "t1", 44_000);
+    record_a_call(None, "t1", 14_000);
 }
 
 /// The measurements themselves, on files the recorder's own encoder wrote from the sources placed where a
@@ -905,4 +913,52 @@ fn the_measurements_pass_a_faultless_recording() {
         let expected = if extension == "mp3" { 150..=250 } else { 0..=0 };
         assert!(expected.contains(&late), "{extension}: the audio comes {late} ms late");
     }
+}
+
+/// What made the end-to-end MP3 runs fail now and then, without the network: the recorder's MP3 encoder,
+/// given the same two streams placed a few samples later or earlier (where the speech falls against
+/// MP3's 576-sample granules), must keep both channels' waveforms. Some placements leave the right channel
+/// at its level but with its waveform scrambled (correlation about 0.3 for the whole call; mpg123 decodes
+/// the same file the same way, so it is the file, not symphonia).
+#[test]
+fn the_recorders_mp3_keeps_each_channel_wherever_the_speech_falls() {
+    use recall_domain::recording_policy::AudioFormat;
+    use recall_recorder::encode::AudioEncoder;
+
+    require_tools();
+    let scenario = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp/siprec_uac.xml"))
+        .expect("the scenario");
+    let work = tempfile::tempdir().expect("temp dir");
+    let streams = plan_streams(work.path(), schedule(&scenario));
+    let mut failures = Vec::new();
+    for shift in (0..576).step_by(37) {
+        let samples = streams[1].sentences[0].0 * RATE / 1000 + 6 * RATE + shift;
+        let mut channels = [vec![0i16; samples], vec![0i16; samples]];
+        for (channel, stream) in streams.iter().enumerate() {
+            let from = shift + stream.start_ms * RATE / 1000;
+            let end = (from + stream.payload.len()).min(samples);
+            for (sample, byte) in channels[channel][from..end].iter_mut().zip(&stream.payload) {
+                *sample = ulaw_to_linear(*byte);
+            }
+        }
+        let (mut encoder, mut bytes) = AudioEncoder::new(AudioFormat::Mp3Stereo32, RATE as u32).expect("encoder");
+        for (left, right) in channels[0].chunks(PACKET).zip(channels[1].chunks(PACKET)) {
+            let interleaved: Vec<i16> = left.iter().zip(right).flat_map(|(l, r)| [*l, *r]).collect();
+            bytes.extend(encoder.encode(&interleaved).expect("encoded"));
+        }
+        bytes.extend(encoder.finish().expect("finished").tail);
+        let path = work.path().join(format!("shift-{shift}.mp3"));
+        std::fs::write(&path, bytes).expect("write");
+        let (_, decoded) = decode(&path);
+        for (channel, stream) in streams.iter().enumerate() {
+            let (at_ms, audio) = &stream.sentences[0];
+            let at = (shift + at_ms * RATE / 1000) as i64;
+            // The encoder's delay puts the audio up to about 250 ms later.
+            let (_, correlation) = locate(&linear(audio), &decoded[channel], at, at + 2 * RATE as i64 / 8);
+            if correlation < 0.9 {
+                failures.push(format!("{shift} samples later: channel {channel} correlates {correlation:.3}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "the MP3 loses a channel's waveform: {failures:#?}");
 }
