@@ -95,8 +95,17 @@ fn tenant(networks: &[&str], format: AudioFormat) -> TenantProfile {
 }
 
 async fn start(pool: PgPool, trusted: &[&str], max_calls: usize, rtp_timeout: Duration) -> Running {
+    start_in(pool, tempfile::tempdir().expect("data dir"), trusted, max_calls, rtp_timeout).await
+}
+
+async fn start_in(
+    pool: PgPool,
+    data: tempfile::TempDir,
+    trusted: &[&str],
+    max_calls: usize,
+    rtp_timeout: Duration,
+) -> Running {
     let (log, _log_shutdown) = running_log(pool).await;
-    let data = tempfile::tempdir().expect("data dir");
     let target = tempfile::tempdir().expect("target dir");
     let metrics = RecorderMetrics::unregistered().expect("metrics");
     // Ports from a block the system picked as free (even, so the pool's first port is the block's).
@@ -286,6 +295,30 @@ impl Client {
         }
     }
 
+    /// An RFC 4733 digit on the first stream: 100 ms of event packets (the end packet sent three times).
+    async fn dtmf(&mut self, event: u8) {
+        let timestamp = self.timestamp[0];
+        for n in 1..=7u16 {
+            let duration = (n.min(5)) * 160;
+            let end = if n >= 5 { 0x80 } else { 0 };
+            let mut packet = vec![0x80, if n == 1 { 0x80 | 101 } else { 101 }];
+            packet.extend_from_slice(&self.seq[0].to_be_bytes());
+            packet.extend_from_slice(&timestamp.to_be_bytes());
+            packet.extend_from_slice(&0x1000u32.to_be_bytes());
+            packet.extend_from_slice(&[event, end | 10]);
+            packet.extend_from_slice(&duration.to_be_bytes());
+            self.seq[0] = self.seq[0].wrapping_add(1);
+            let to = SocketAddr::new(self.recorder.ip(), self.ports[0]);
+            self.rtp[0].send_to(&packet, to).await.expect("rtp sent");
+            if n <= 5 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        self.timestamp[0] = self.timestamp[0].wrapping_add(800);
+        self.timestamp[1] = self.timestamp[1].wrapping_add(800);
+        self.seq[1] = self.seq[1].wrapping_add(5);
+    }
+
     /// Silence on the wire: the timestamps move on as if the streams had sent.
     fn skip(&mut self, seconds: f64) {
         let ticks = (seconds * 8000.0) as u32;
@@ -380,7 +413,9 @@ async fn a_siprec_call_is_recorded_in_stereo_paused_resumed_and_stored_with_its_
         stranger.send_to(&forged, SocketAddr::new(running.sip.ip(), client.ports[0])).await.expect("sent");
     }
 
-    client.talk(2.0).await;
+    client.talk(1.5).await;
+    client.dtmf(7).await;
+    client.talk(0.5).await;
     let pause = client.invite("inactive").await;
     assert_eq!(pause.status(), Some(200));
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -394,7 +429,15 @@ async fn a_siprec_call_is_recorded_in_stereo_paused_resumed_and_stored_with_its_
 
     let events = call_events(&pool, &client.call_id, "RecordingStored").await;
     let types: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
-    assert_eq!(types, ["CallStarted", "RecordingPaused", "RecordingResumed", "CallEnded", "RecordingStored"]);
+    assert_eq!(
+        types,
+        ["CallStarted", "DtmfReceived", "RecordingPaused", "RecordingResumed", "CallEnded", "RecordingStored"]
+    );
+    let digit = &events[1].1["DtmfReceived"];
+    assert_eq!(digit["digit"], "7");
+    let offset = digit["offset_ms"].as_u64().expect("offset");
+    assert!((1400..1700).contains(&offset), "the digit came 1.5 s in, not at {offset} ms");
+    let events = &events[..1].iter().chain(&events[2..]).cloned().collect::<Vec<_>>();
     let start = &events[0].1["CallStarted"]["start"];
     assert_eq!(start["tenant_id"], TENANT.to_string());
     assert_eq!(start["participants"][1]["aor"], "sip:2001@pbx.example");
@@ -463,6 +506,63 @@ async fn strangers_get_403_calls_over_capacity_503_and_a_silent_call_ends_with_a
     let ended = events.iter().find(|(t, _)| t == "CallEnded").expect("ended");
     assert_eq!(ended.1["CallEnded"]["reason"], "rtp_timeout");
     assert_eq!(running.metrics.calls_refused.with_label_values(&["capacity"]).get(), 1);
+    running.shutdown.cancel();
+    for task in running.tasks {
+        let _ = task.await;
+    }
+}
+
+#[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
+async fn a_restarted_recorder_finishes_the_calls_a_crash_left_and_stores_their_files(pool: PgPool) {
+    use recall_domain::call::{CallDirection, CallStart};
+    use recall_recorder::outbox::Outbox;
+    use recall_recorder::spool::{RecordingMeta, Spool};
+
+    // What a crash leaves: a started call in the journal, and its WAV half written (header with the
+    // placeholder length, 2 s of audio) with the manifest it was started with.
+    let data = tempfile::tempdir().expect("data dir");
+    let call_id = Uuid::now_v7();
+    let started_at = chrono::Utc::now() - chrono::Duration::seconds(10);
+    let start = CallStart {
+        tenant_id: TENANT,
+        sip_call_id: format!("{call_id}@sbc"),
+        direction: CallDirection::Unknown,
+        participants: Vec::new(),
+        extension: None,
+        user_id: None,
+        site: "test".into(),
+        recorder_node: "rec-1".into(),
+        started_at,
+    };
+    let outbox = Outbox::open(data.path().join("outbox")).expect("outbox");
+    outbox.record(call_id, TENANT, CallCommand::RecordCallStart { call_id, start }, false).expect("journaled");
+    let meta = RecordingMeta {
+        tenant_id: TENANT,
+        storage_target_id: None,
+        object_path: format!("{TENANT}/crashed/{call_id}.wav"),
+        format: AudioFormat::WavStereo,
+        duration_ms: 0,
+    };
+    let spool = Spool::open(data.path().join("spool"), 1 << 30).expect("spool");
+    let (mut encoder, header) =
+        recall_recorder::encode::AudioEncoder::new(AudioFormat::WavStereo, 8000).expect("encoder");
+    let mut writer = spool.create_with(call_id, "wav", Duration::from_secs(1), Some(&meta)).expect("spool file");
+    writer.write(&header).expect("header");
+    let tone: Vec<i16> = (0..16_000 * 2).map(|i| ((i as f64 * 0.05).sin() * 8000.0) as i16).collect();
+    writer.write(&encoder.encode(&tone).expect("encoded")).expect("audio");
+    drop(writer);
+
+    let running = start_in(pool.clone(), data, &["127.0.0.0/8"], 10, Duration::from_secs(30)).await;
+    let events = call_events(&pool, &format!("{call_id}@sbc"), "RecordingStored").await;
+    let types: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(types, ["CallStarted", "CallEnded", "RecordingStored"]);
+    assert_eq!(events[1].1["CallEnded"]["reason"], "recorder_restarted");
+    let stored = &events[2].1["RecordingStored"]["recording"];
+    assert_eq!(stored["duration_ms"], 2000, "the duration follows from what was on disk");
+    let bytes =
+        std::fs::read(running.target.path().join(stored["location"].as_str().expect("location"))).expect("file");
+    let (rate, channels) = decode_wav(bytes);
+    assert_eq!((rate, channels.len(), channels[0].len()), (8000, 2, 16_000), "the WAV header was repaired");
     running.shutdown.cancel();
     for task in running.tasks {
         let _ = task.await;
