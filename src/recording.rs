@@ -150,6 +150,7 @@ async fn refresh_directory(pool: PgPool, directory: watch::Sender<Arc<Directory>
                     failing = false;
                 }
                 if **directory.borrow() != loaded {
+                    tracing::info!(tenants = loaded.tenants().len(), "the recorder's directory changed");
                     directory.send_replace(Arc::new(loaded));
                 }
             }

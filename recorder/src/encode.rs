@@ -4,7 +4,7 @@
 //! states its length, which is known only at the end: it is written first with the largest length and
 //! its final form is returned by `finish` to be written over the first 44 bytes.
 
-use mp3lame_encoder::{Bitrate, Builder, Encoder, FlushNoGap, InterleavedPcm, Mode, MonoPcm, Quality, VbrMode};
+use mp3lame_encoder::{Bitrate, Builder, Encoder, FlushGap, InterleavedPcm, Mode, MonoPcm, Quality, VbrMode};
 use recall_domain::recording_policy::AudioFormat;
 
 /// Length of the WAV header this module writes.
@@ -22,11 +22,13 @@ pub enum EncodeError {
     OddSamples(usize),
 }
 
-/// What `finish` leaves: the last bytes to append, and for WAV the header to write over the first bytes.
+/// What `finish` leaves: the last bytes to append, and what to write over the first bytes: the WAV header
+/// with the real length, or the MP3's LAME "Info" frame (encoder delay and padding, so a decoder trims
+/// them: the decoded audio starts at the call's start and is exactly as long as the call).
 #[derive(Debug)]
 pub struct Finished {
     pub tail: Vec<u8>,
-    pub header: Option<[u8; WAV_HEADER_LEN]>,
+    pub header: Option<Vec<u8>>,
 }
 
 enum Inner {
@@ -114,11 +116,14 @@ impl AudioEncoder {
         match &mut self.inner {
             Inner::Mp3 { encoder, .. } => {
                 let mut tail = Vec::with_capacity(7200);
-                encoder.flush_to_vec::<FlushNoGap>(&mut tail).map_err(|e| EncodeError::Encode(format!("{e:?}")))?;
-                Ok(Finished { tail, header: None })
+                encoder.flush_to_vec::<FlushGap>(&mut tail).map_err(|e| EncodeError::Encode(format!("{e:?}")))?;
+                let mut tag = Vec::with_capacity(encoder.lame_tag_size());
+                let header = encoder.lame_tag_encode_to_vec(&mut tag).map(|_| tag);
+                Ok(Finished { tail, header })
             }
             Inner::Wav { stereo, data_bytes } => {
-                Ok(Finished { tail: Vec::new(), header: Some(wav_header(self.sample_rate, *stereo, *data_bytes)) })
+                let header = wav_header(self.sample_rate, *stereo, *data_bytes).to_vec();
+                Ok(Finished { tail: Vec::new(), header: Some(header) })
             }
         }
     }
@@ -134,6 +139,9 @@ fn mp3(sample_rate: u32, stereo: bool) -> Result<Encoder, EncodeError> {
     // Constant bit rate: the file's size follows from its duration, as the admin guide states it.
     builder.set_vbr_mode(VbrMode::Off).map_err(setup)?;
     builder.set_quality(Quality::Good).map_err(setup)?;
+    // An "Info" frame first (a placeholder until `finish` writes the real one over it) carrying the encoder
+    // delay and padding: gapless decoders trim them, so the audio keeps the call's timing.
+    builder.set_to_write_vbr_tag(true).map_err(setup)?;
     builder.build().map_err(setup)
 }
 

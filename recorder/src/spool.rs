@@ -297,6 +297,13 @@ impl Spool {
         sync_dir(&self.ready())
     }
 
+    /// Whether a recording is still waiting in the spool (its manifest is there): a copy of a recording that
+    /// was uploaded and removed meanwhile (handed over twice, say by the queue and by a restart's recovery)
+    /// is not.
+    pub fn holds(&self, recording: &SpooledRecording) -> bool {
+        self.ready().join(format!("{}.json", recording.call_id)).is_file()
+    }
+
     /// The path of a ready recording's file.
     pub fn file_of(&self, recording: &SpooledRecording) -> PathBuf {
         self.ready().join(&recording.file_name)

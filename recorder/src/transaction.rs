@@ -359,4 +359,94 @@ mod tests {
         transactions.respond(&invite, 200, b"200", now);
         assert!(!transactions.invite_unanswered("c1"));
     }
+
+    /// A client retransmitting over a lossy, duplicating, reordering network (seeded), against the server
+    /// transactions on a virtual clock: every request reaches the dialog once, every retransmission that
+    /// arrives gets the response again, and the 2xx is retransmitted until an ACK gets through.
+    #[test]
+    fn over_a_lossy_network_each_request_reaches_the_dialog_once_and_every_response_gets_through() {
+        use rand::{Rng, SeedableRng};
+        for seed in 0..50u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut transactions = ServerTransactions::new();
+            let start = Instant::now();
+            // (arrival time, datagram) in flight to the server, and to the client.
+            let mut to_server: Vec<(Instant, Message)> = Vec::new();
+            let mut to_client: Vec<(Instant, Vec<u8>)> = Vec::new();
+            let send = |rng: &mut rand::rngs::StdRng, queue: &mut Vec<(Instant, Message)>, at: Instant, m: &Message| {
+                if rng.random_bool(0.3) {
+                    return; // lost
+                }
+                for _ in 0..if rng.random_bool(0.1) { 2 } else { 1 } {
+                    queue.push((at + Duration::from_millis(rng.random_range(5..400)), m.clone()));
+                }
+            };
+            let invite = request("INVITE", "z9hG4bKinv", 1);
+            let bye = request("BYE", "z9hG4bKbye", 2);
+            let (mut new_requests, mut invite_answered, mut acked, mut bye_answered) =
+                (Vec::new(), false, false, false);
+            let mut now = start;
+            // Timer A for the INVITE and timer E for the BYE: T1 doubling (E capped at T2).
+            let mut next_invite = start;
+            let mut invite_interval = T1;
+            let mut next_bye: Option<(Instant, Duration)> = None;
+            while now < start + Duration::from_secs(40) {
+                if !invite_answered && next_invite <= now {
+                    send(&mut rng, &mut to_server, now, &invite);
+                    next_invite = now + invite_interval;
+                    invite_interval *= 2;
+                }
+                if let Some((_, interval)) = next_bye.filter(|(at, _)| *at <= now && !bye_answered) {
+                    send(&mut rng, &mut to_server, now, &bye);
+                    next_bye = Some((now + interval, (interval * 2).min(T2)));
+                }
+                to_server.sort_by_key(|(at, _)| *at);
+                while to_server.first().is_some_and(|(at, _)| *at <= now) {
+                    let (_, message) = to_server.remove(0);
+                    match transactions.on_request(&message, 1, false, now) {
+                        Incoming::New => {
+                            new_requests.push(message.method().clone());
+                            let status = if *message.method() == Method::Ack { continue } else { 200 };
+                            let bytes = format!("{status} {}", message.method()).into_bytes();
+                            transactions.respond(&message, status, &bytes, now);
+                            if !rng.random_bool(0.3) {
+                                to_client.push((now + Duration::from_millis(rng.random_range(5..400)), bytes));
+                            }
+                        }
+                        Incoming::Retransmission(Some(bytes)) if !rng.random_bool(0.3) => {
+                            to_client.push((now + Duration::from_millis(rng.random_range(5..400)), bytes));
+                        }
+                        Incoming::AckOf2xx => acked = true,
+                        _ => {}
+                    }
+                }
+                let mut events = Vec::new();
+                transactions.poll(now, &mut events);
+                for event in events {
+                    if let Event::Send { bytes, .. } = event {
+                        if !rng.random_bool(0.3) {
+                            to_client.push((now + Duration::from_millis(rng.random_range(5..400)), bytes));
+                        }
+                    }
+                }
+                to_client.sort_by_key(|(at, _)| *at);
+                while to_client.first().is_some_and(|(at, _)| *at <= now) {
+                    let (_, bytes) = to_client.remove(0);
+                    if bytes == b"200 INVITE" {
+                        invite_answered = true;
+                        // Every 2xx is acknowledged (RFC 3261 §13.2.2.4), so a lost ACK is made good.
+                        send(&mut rng, &mut to_server, now, &request("ACK", "z9hG4bKack", 1));
+                        if next_bye.is_none() {
+                            next_bye = Some((now + Duration::from_secs(2), T1));
+                        }
+                    } else if bytes == b"200 BYE" {
+                        bye_answered = true;
+                    }
+                }
+                now += Duration::from_millis(10);
+            }
+            assert_eq!(new_requests, vec![Method::Invite, Method::Bye], "seed {seed}: each request once");
+            assert!(invite_answered && acked && bye_answered, "seed {seed}: {invite_answered} {acked} {bye_answered}");
+        }
+    }
 }

@@ -110,6 +110,11 @@ impl Uploader {
             let due: Vec<Uuid> = pending.iter().filter(|(_, (_, at))| *at <= now).map(|(id, _)| *id).collect();
             for call_id in due {
                 let Some((mut recording, _)) = pending.remove(&call_id) else { continue };
+                if !self.spool.holds(&recording) {
+                    // Delivered already through another copy (the queue and the start-up recovery can both
+                    // hand over the same recording).
+                    continue;
+                }
                 match self.deliver(&mut recording).await {
                     Ok(()) => tracing::info!(%call_id, "recording stored and reported; spool copy removed"),
                     Err(e) => {
@@ -179,12 +184,20 @@ async fn upload(store: &dyn ObjectStore, location: &ObjectPath, file: &std::path
     let mut writer = WriteMultipart::new(store.put_multipart(location).await?);
     let mut buffer = vec![0; 1024 * 1024];
     loop {
-        let n = source.read(&mut buffer).await?;
+        let n = match source.read(&mut buffer).await {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = writer.abort().await;
+                return Err(e.into());
+            }
+        };
         if n == 0 {
             break;
         }
         writer.write(&buffer[..n]);
     }
+    // A failed upload is retried from the start; what the failed one left (the parts uploaded so far) is
+    // released by `finish` itself (object_store aborts a multipart upload whose completion fails).
     writer.finish().await?;
     Ok(())
 }
