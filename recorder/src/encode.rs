@@ -138,7 +138,10 @@ fn mp3(sample_rate: u32, stereo: bool) -> Result<Encoder, EncodeError> {
     builder.set_mode(if stereo { Mode::Stereo } else { Mode::Mono }).map_err(setup)?;
     // Constant bit rate: the file's size follows from its duration, as the admin guide states it.
     builder.set_vbr_mode(VbrMode::Off).map_err(setup)?;
-    builder.set_quality(Quality::Good).map_err(setup)?;
+    // LAME's quality 7 ("ok"): speech at 8 or 16 kHz loses nothing audible against 5, and it encodes about
+    // 2.4 times as fast (measured: 1,669 against 684 calls per core), which decides how many calls one
+    // recorder holds.
+    builder.set_quality(Quality::Ok).map_err(setup)?;
     // An "Info" frame first (a placeholder until `finish` writes the real one over it) carrying the encoder
     // delay and padding: gapless decoders trim them, so the audio keeps the call's timing.
     builder.set_to_write_vbr_tag(true).map_err(setup)?;

@@ -6,7 +6,7 @@
 //! Layout: `<call id>.jsonl` (one command per line, numbered) and `<call id>.done` (the last number the
 //! log has); both go once everything is delivered and the call is closed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -75,6 +75,9 @@ pub struct Outbox {
     dir: PathBuf,
     /// Next sequence number per call with an open journal.
     next: Arc<Mutex<BTreeMap<Uuid, u64>>>,
+    /// Calls with lines not delivered yet (all journals at open): a delivery pass reads only these, not
+    /// every open journal (a thousand calls in progress would mean a thousand files read per pass).
+    dirty: Arc<Mutex<BTreeSet<Uuid>>>,
     wake: Arc<Notify>,
 }
 
@@ -82,8 +85,9 @@ impl Outbox {
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, OutboxError> {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let outbox = Self { dir, next: Arc::default(), wake: Arc::new(Notify::new()) };
+        let outbox = Self { dir, next: Arc::default(), dirty: Arc::default(), wake: Arc::new(Notify::new()) };
         for call_id in outbox.calls()? {
+            outbox.dirty.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(call_id);
             outbox.repair(call_id)?;
             let lines = outbox.lines(call_id)?;
             let next = lines.last().map_or(1, |l| l.seq + 1);
@@ -138,6 +142,7 @@ impl Outbox {
             durable::sync_dir(&self.dir).map_err(io(&self.dir))?;
         }
         next.insert(call_id, seq + 1);
+        self.dirty.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(call_id);
         drop(next);
         self.wake.notify_one();
         Ok(())
@@ -275,7 +280,9 @@ impl Outbox {
     /// One pass over every journal: delivers what is pending, in order, stopping at the first call the log
     /// cannot take now.
     async fn deliver_once(&self, log: &dyn CallLog) -> Result<(), String> {
-        for call_id in self.calls().map_err(|e| e.to_string())? {
+        let dirty: Vec<Uuid> =
+            self.dirty.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().copied().collect();
+        for call_id in dirty {
             let already = self.delivered(call_id).map_err(|e| e.to_string())?;
             let mut delivered = already;
             let lines = self.lines(call_id).map_err(|e| e.to_string())?;
@@ -292,6 +299,11 @@ impl Outbox {
             }
             if lines.iter().any(|l| l.closes) {
                 self.close(call_id, delivered).map_err(|e| e.to_string())?;
+            }
+            // Clean unless a line was journaled meanwhile (checked under the lock `record` appends under).
+            let next = self.next.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if next.get(&call_id).is_none_or(|n| *n <= delivered + 1) {
+                self.dirty.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&call_id);
             }
         }
         Ok(())

@@ -17,7 +17,9 @@ use uuid::Uuid;
 use super::metrics::RecorderMetrics;
 use super::normalise;
 use crate::encode::AudioEncoder;
-use crate::media::{CallMedia, CallMediaConfig, Drained, MediaError, PayloadTypes, Pushed, Route, StreamId};
+use crate::media::{
+    CallMedia, CallMediaConfig, Drained, JitterConfig, MediaError, PayloadTypes, Pushed, Route, StreamId,
+};
 use crate::outbox::Outbox;
 use crate::spool::{RecordingMeta, Spool, SpoolWriter};
 use crate::upload::UploadQueue;
@@ -88,6 +90,19 @@ pub(super) struct CallContext {
     pub rtp_timeout: Duration,
     pub sync_every: Duration,
     pub notices: mpsc::UnboundedSender<Notice>,
+}
+
+/// A recorder has no listener waiting: its jitter buffers hold 300 ms (not a phone's 60 ms), so a packet
+/// the task reads late, because the machine was busy with other calls for a moment, is still placed by its
+/// timestamp and not dropped as late. The recording is written that much later; nothing else changes.
+fn media_config(output_rate: u32) -> CallMediaConfig {
+    let jitter = JitterConfig {
+        target_delay: Duration::from_millis(300),
+        max_delay: Duration::from_secs(2),
+        ..JitterConfig::default()
+    };
+    let hold_back = jitter.target_delay + Duration::from_millis(100);
+    CallMediaConfig { output_rate, jitter, hold_back, ..CallMediaConfig::default() }
 }
 
 /// The object's path within the storage target: `<tenant>/<yyyy>/<mm>/<dd>/<call id>.<ext>`.
@@ -179,7 +194,7 @@ pub(super) async fn run(spec: CallSpec, mut control: mpsc::UnboundedReceiver<Con
     let _ = ctx.notices.send(Notice::Ready { call_id, sip_call_id: sip_call_id.clone(), result: Ok(()) });
     ctx.metrics.calls_active.inc();
 
-    let mut media = CallMedia::new(clock.start, CallMediaConfig { output_rate, ..CallMediaConfig::default() });
+    let mut media = CallMedia::new(clock.start, media_config(output_rate));
     let mut ids: Vec<StreamId> = Vec::with_capacity(streams.len());
     let mut sources: Vec<Option<SocketAddr>> = Vec::with_capacity(streams.len());
     let mut sockets: Vec<UdpSocket> = Vec::with_capacity(streams.len());
