@@ -117,8 +117,14 @@ pub(super) fn extension(format: AudioFormat) -> &'static str {
     }
 }
 
+/// What a write in the blocking pool gives back: the writer, the buffer, and how it went.
+type Written = (SpoolWriter, Vec<u8>, Result<(), crate::spool::SpoolError>);
+
 struct Recording {
+    /// The spool file, while no write is under way.
     writer: Option<SpoolWriter>,
+    /// The write under way (in tokio's blocking pool): the call task never waits for the disk.
+    in_flight: Option<tokio::task::JoinHandle<Written>>,
     encoder: AudioEncoder,
     pending: Vec<u8>,
     last_flush: Instant,
@@ -411,7 +417,7 @@ async fn open_recording(
     let writer = blocking(move || spool.create_with(call_id, extension(format), sync_every, Some(&draft)))
         .await?
         .map_err(|e| e.to_string())?;
-    Ok(Recording { writer: Some(writer), encoder, pending: header, last_flush: Instant::now(), meta })
+    Ok(Recording { writer: Some(writer), in_flight: None, encoder, pending: header, last_flush: Instant::now(), meta })
 }
 
 /// Encodes the final frames and journals the digits that came with them.
@@ -440,22 +446,31 @@ async fn take_drained(
     drained.clear();
 }
 
-/// Writes the pending bytes to the spool file in tokio's blocking pool (the write may sync).
+/// Hands the pending bytes to tokio's blocking pool to be written to the spool file (the write may sync),
+/// without waiting for it: while a write is still under way (a slow disk), the bytes wait for the next
+/// flush and the call task goes on reading its RTP.
 async fn flush(rec: &mut Recording) -> Result<(), String> {
     rec.last_flush = Instant::now();
-    if rec.pending.is_empty() {
+    if rec.in_flight.as_ref().is_some_and(tokio::task::JoinHandle::is_finished) {
+        settle(rec).await?;
+    }
+    if rec.in_flight.is_some() || rec.pending.is_empty() {
         return Ok(());
     }
     let Some(mut writer) = rec.writer.take() else { return Err("the spool file is gone".into()) };
     let bytes = std::mem::take(&mut rec.pending);
-    let (writer, bytes, result) = blocking(move || {
+    rec.in_flight = Some(tokio::task::spawn_blocking(move || {
         let result = writer.write(&bytes);
         (writer, bytes, result)
-    })
-    .await?;
+    }));
+    Ok(())
+}
+
+/// Waits for the write under way, if any, and takes the writer back.
+async fn settle(rec: &mut Recording) -> Result<(), String> {
+    let Some(write) = rec.in_flight.take() else { return Ok(()) };
+    let (writer, _, result) = write.await.map_err(|e| format!("a blocking task failed: {e}"))?;
     rec.writer = Some(writer);
-    rec.pending = bytes;
-    rec.pending.clear();
     result.map_err(|e| e.to_string())
 }
 
@@ -475,6 +490,7 @@ async fn fail_recording(
 }
 
 async fn finish_recording(mut rec: Recording, duration_ms: u64) -> Result<crate::spool::SpooledRecording, String> {
+    settle(&mut rec).await?;
     let finished = rec.encoder.finish().map_err(|e| e.to_string())?;
     rec.pending.extend_from_slice(&finished.tail);
     let Some(mut writer) = rec.writer.take() else { return Err("the spool file is gone".into()) };
