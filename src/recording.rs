@@ -127,7 +127,9 @@ pub async fn start(wiring: Wiring<'_>, shutdown: CancellationToken) -> Result<(S
         .with_context(|| format!("cannot create the recordings directory {}", recordings.display()))?;
     let local: Arc<dyn ObjectStore> = Arc::new(
         LocalFileSystem::new_with_prefix(&recordings)
-            .with_context(|| format!("cannot use the recordings directory {}", recordings.display()))?,
+            .with_context(|| format!("cannot use the recordings directory {}", recordings.display()))?
+            // The spool copy goes once the store has the file: it must be on disk, not in the page cache.
+            .with_fsync(true),
     );
     let calls = CommandService::<Call>::new(admin.log().clone(), ());
     let log = Arc::new(RecorderLog { calls, actor: format!("recorder:{node}") });

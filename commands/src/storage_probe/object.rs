@@ -45,7 +45,9 @@ fn build(
             let store = LocalFileSystem::new_with_prefix(path)
                 .map_err(|e| ObjectStoreSetupError::LocalDirectory { path: path.clone(), reason: local_words(&e) })?
                 // Cleaning up empty directories after a delete could remove the target directory itself.
-                .with_automatic_cleanup(false);
+                .with_automatic_cleanup(false)
+                // The recorder removes its spool copy once the target has the file: on disk, not in the cache.
+                .with_fsync(true);
             Ok(Arc::new(store))
         }
         StorageKind::S3 { endpoint, region, bucket, prefix, access_key_id, secret_access_key, path_style } => {
