@@ -27,6 +27,9 @@ use crate::upload::UploadQueue;
 /// instead of 100,000, and the kernel holds a tick's packets (two or three per stream) meanwhile. The
 /// arrival times the jitter buffers see are the read times, at most a tick late: well inside their 300 ms.
 const TICK: Duration = Duration::from_millis(20);
+/// Every how many ticks the media core plays what is due and the final frames are encoded (100 ms: a
+/// fifth of the calls into the jitter buffers, the timeline and LAME that a poll per tick would make).
+const PLAY_EVERY: u32 = 5;
 /// How often encoded bytes go to the spool file.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Datagrams read from one socket in one go (a stalled task catching up reads the rest at the next tick).
@@ -219,6 +222,7 @@ pub(super) async fn run(spec: CallSpec, mut control: mpsc::UnboundedReceiver<Con
     let mut drained = Drained::default();
     let mut buf = vec![0u8; 2048];
     let mut last_rtp = clock.start;
+    let mut ticks = 0u32;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -260,6 +264,10 @@ pub(super) async fn run(spec: CallSpec, mut control: mpsc::UnboundedReceiver<Con
                 journal(&ctx, call_id, tenant_id, command, false).await;
             }
             Wake::Tick => {
+                ticks = ticks.wrapping_add(1);
+                if !ticks.is_multiple_of(PLAY_EVERY) {
+                    continue;
+                }
                 if let Err(e) = media.poll(now, &mut drained) {
                     tracing::warn!(%call_id, error = %e, "media");
                 }
