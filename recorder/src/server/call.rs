@@ -3,7 +3,7 @@
 //! tokio's blocking pool), and at the end journals the end, finishes the file and hands it to the uploader.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
 use recall_domain::call::{CallCommand, CallEndReason, CallStart, Participant};
@@ -314,8 +314,9 @@ pub(super) async fn run(spec: CallSpec, mut control: mpsc::UnboundedReceiver<Con
     let _ = ctx.notices.send(Notice::Finished { call_id, sip_call_id, ports });
 }
 
-/// Reads what each socket holds (up to [`RECV_BUDGET`] datagrams each) into the media core; true when
-/// something counted as the call's RTP.
+/// Reads what each socket holds (up to [`RECV_BUDGET`] datagrams each) into the media core, each datagram
+/// with the time the kernel received it (`SO_TIMESTAMPNS`), so reading on a tick does not move packets in
+/// time; true when something counted as the call's RTP.
 fn read_sockets(
     sockets: &[UdpSocket],
     buf: &mut [u8],
@@ -325,11 +326,14 @@ fn read_sockets(
     sources: &[Option<SocketAddr>],
     now: Instant,
 ) -> bool {
+    let wall = SystemTime::now();
     let mut heard = false;
     for (index, socket) in sockets.iter().enumerate() {
         for _ in 0..RECV_BUDGET {
-            match socket.try_recv_from(buf) {
-                Ok((len, from)) => heard |= accept(media, metrics, ids[index], sources[index], from, &buf[..len], now),
+            match recv_stamped(socket, buf, now, wall) {
+                Ok((len, from, arrived)) => {
+                    heard |= accept(media, metrics, ids[index], sources[index], from, &buf[..len], arrived);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     // ICMP errors surface here on some systems; the socket itself stays usable.
@@ -340,6 +344,57 @@ fn read_sockets(
         }
     }
     heard
+}
+
+/// Asks the kernel to stamp each datagram with its arrival time.
+pub(super) fn stamp_arrivals(socket: &UdpSocket) {
+    if let Err(e) = nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::ReceiveTimestampns, &true) {
+        tracing::warn!(error = %e, "no arrival timestamps on an RTP socket; read times are used");
+    }
+}
+
+/// One datagram, its sender, and when it arrived: the kernel's receive time turned into an `Instant` (by
+/// how long before `wall` it was), or `now` when there is none or the system clock stepped meanwhile.
+fn recv_stamped(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+    now: Instant,
+    wall: SystemTime,
+) -> std::io::Result<(usize, SocketAddr, Instant)> {
+    use nix::sys::socket::{
+        recvmsg, ControlMessageOwned, MsgFlags, SockaddrIn, SockaddrIn6, SockaddrLike, SockaddrStorage,
+    };
+    use std::os::fd::AsRawFd;
+    socket.try_io(tokio::io::Interest::READABLE, || {
+        let mut iov = [std::io::IoSliceMut::new(buf)];
+        let mut space = nix::cmsg_space!(nix::sys::time::TimeSpec);
+        let message = recvmsg::<SockaddrStorage>(socket.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty())
+            .map_err(std::io::Error::from)?;
+        let from = message.address.and_then(|address| match address.family() {
+            Some(nix::sys::socket::AddressFamily::Inet) => {
+                address.as_sockaddr_in().map(|a: &SockaddrIn| SocketAddr::V4((*a).into()))
+            }
+            Some(nix::sys::socket::AddressFamily::Inet6) => {
+                address.as_sockaddr_in6().map(|a: &SockaddrIn6| SocketAddr::V6((*a).into()))
+            }
+            _ => None,
+        });
+        let from = from.ok_or_else(|| std::io::Error::other("a datagram without a sender address"))?;
+        let mut arrived = now;
+        for control in message.cmsgs().into_iter().flatten() {
+            if let ControlMessageOwned::ScmTimestampns(stamp) = control {
+                let (secs, nanos) =
+                    (u64::try_from(stamp.tv_sec()).unwrap_or(0), u32::try_from(stamp.tv_nsec()).unwrap_or(0));
+                let received = UNIX_EPOCH + Duration::new(secs, nanos);
+                if let Ok(ago) = wall.duration_since(received) {
+                    if ago < Duration::from_secs(5) {
+                        arrived = now.checked_sub(ago).unwrap_or(now);
+                    }
+                }
+            }
+        }
+        Ok((message.bytes, from, arrived))
+    })
 }
 
 /// Hands one datagram to the media core if it came from where the offer said; true when it counted as

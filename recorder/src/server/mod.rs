@@ -799,7 +799,10 @@ impl Signalling {
                 continue;
             }
             let socket = match UdpSocket::from_std(socket) {
-                Ok(socket) => socket,
+                Ok(socket) => {
+                    call::stamp_arrivals(&socket);
+                    socket
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot register an RTP socket");
                     self.ports.release(port);
