@@ -74,6 +74,20 @@ pub struct SpooledRecording {
     pub uploaded: bool,
 }
 
+impl SpooledRecording {
+    /// The `Call` aggregate's fact for this recording once its target has it.
+    pub fn stored(&self) -> recall_domain::call::StoredRecording {
+        recall_domain::call::StoredRecording {
+            storage_target_id: self.meta.storage_target_id,
+            location: self.meta.object_path.clone(),
+            format: self.meta.format,
+            size_bytes: self.size_bytes,
+            duration_ms: self.meta.duration_ms,
+            sha256: self.sha256.clone(),
+        }
+    }
+}
+
 /// What a restarted recorder finds in its spool.
 #[derive(Debug, Default)]
 pub struct Recovered {

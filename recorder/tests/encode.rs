@@ -2,17 +2,14 @@
 //! lasts as long as the input, each channel matches its own source (and not the other one), and a WAV file
 //! holds exactly the samples that went in.
 
+mod common;
+
 use std::time::Duration;
 
+use common::decode::decode;
 use recall_domain::recording_policy::AudioFormat;
 use recall_recorder::encode::AudioEncoder;
 use recall_recorder::spool::{RecordingMeta, Spool};
-use symphonia::core::audio::SampleBuffer;
-use symphonia::core::codecs::DecoderOptions;
-use symphonia::core::formats::FormatOptions;
-use symphonia::core::io::MediaSourceStream;
-use symphonia::core::meta::MetadataOptions;
-use symphonia::core::probe::Hint;
 use uuid::Uuid;
 
 const SECONDS: usize = 3;
@@ -64,46 +61,6 @@ fn record(format: AudioFormat, rate: u32, left: &[i16], right: &[i16]) -> (Vec<u
     use sha2::Digest;
     assert_eq!(spooled.sha256, hex::encode(sha2::Sha256::digest(&bytes)), "the manifest's digest is the file's");
     (bytes, extension.to_owned())
-}
-
-/// Decodes a file: (sample rate, channels of samples).
-fn decode(bytes: Vec<u8>, extension: &str) -> (u32, Vec<Vec<f64>>) {
-    let stream = MediaSourceStream::new(Box::new(std::io::Cursor::new(bytes)), Default::default());
-    let mut hint = Hint::new();
-    hint.with_extension(extension);
-    let probed = symphonia::default::get_probe()
-        .format(
-            &hint,
-            stream,
-            &FormatOptions { enable_gapless: true, ..FormatOptions::default() },
-            &MetadataOptions::default(),
-        )
-        .expect("a known format");
-    let mut format = probed.format;
-    let track = format.default_track().expect("a track").clone();
-    let mut decoder =
-        symphonia::default::get_codecs().make(&track.codec_params, &DecoderOptions::default()).expect("codec");
-    let (mut rate, mut channels) = (0, Vec::new());
-    loop {
-        let packet = match format.next_packet() {
-            Ok(packet) => packet,
-            Err(symphonia::core::errors::Error::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-            Err(e) => panic!("cannot read the file: {e}"),
-        };
-        let decoded = decoder.decode(&packet).expect("decoded");
-        let spec = *decoded.spec();
-        rate = spec.rate;
-        let count = spec.channels.count();
-        channels.resize(count, Vec::new());
-        let mut buffer = SampleBuffer::<f32>::new(decoded.capacity() as u64, spec);
-        buffer.copy_interleaved_ref(decoded);
-        for frame in buffer.samples().chunks_exact(count) {
-            for (channel, sample) in frame.iter().enumerate() {
-                channels[channel].push(f64::from(*sample));
-            }
-        }
-    }
-    (rate, channels)
 }
 
 /// The best normalised correlation of `decoded` with `source` over lags 0..`max_lag` (codec delay).

@@ -27,12 +27,6 @@ use recall_recorder::server::{Recorder, RecorderConfig, RecorderMetrics, Storage
 use recall_recorder::sip::{self, Message, Transport};
 use serde_json::Value;
 use sqlx::{PgPool, Row};
-use symphonia::core::audio::SampleBuffer;
-use symphonia::core::codecs::DecoderOptions;
-use symphonia::core::formats::FormatOptions;
-use symphonia::core::io::MediaSourceStream;
-use symphonia::core::meta::MetadataOptions;
-use symphonia::core::probe::Hint;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -350,35 +344,6 @@ async fn call_events(pool: &PgPool, sip_call_id: &str, until: &str) -> Vec<(Stri
     }
 }
 
-fn decode_wav(bytes: Vec<u8>) -> (u32, Vec<Vec<f64>>) {
-    let stream = MediaSourceStream::new(Box::new(std::io::Cursor::new(bytes)), Default::default());
-    let mut hint = Hint::new();
-    hint.with_extension("wav");
-    let probed = symphonia::default::get_probe()
-        .format(&hint, stream, &FormatOptions::default(), &MetadataOptions::default())
-        .expect("a WAV file");
-    let mut format = probed.format;
-    let track = format.default_track().expect("a track").clone();
-    let mut decoder =
-        symphonia::default::get_codecs().make(&track.codec_params, &DecoderOptions::default()).expect("codec");
-    let (mut rate, mut channels) = (0, Vec::new());
-    while let Ok(packet) = format.next_packet() {
-        let decoded = decoder.decode(&packet).expect("decoded");
-        let spec = *decoded.spec();
-        rate = spec.rate;
-        let count = spec.channels.count();
-        channels.resize(count, Vec::new());
-        let mut buffer = SampleBuffer::<f32>::new(decoded.capacity() as u64, spec);
-        buffer.copy_interleaved_ref(decoded);
-        for frame in buffer.samples().chunks_exact(count) {
-            for (channel, sample) in frame.iter().enumerate() {
-                channels[channel].push(f64::from(*sample));
-            }
-        }
-    }
-    (rate, channels)
-}
-
 /// Power of `frequency` in `samples` (Goertzel), normalised by length.
 fn tone_power(samples: &[f64], frequency: f64, rate: f64) -> f64 {
     let coefficient = 2.0 * (2.0 * std::f64::consts::PI * frequency / rate).cos();
@@ -454,7 +419,7 @@ async fn a_siprec_call_is_recorded_in_stereo_paused_resumed_and_stored_with_its_
     let path = running.target.path().join(stored["location"].as_str().expect("location"));
     let bytes = std::fs::read(&path).expect("the stored file");
     assert_eq!(bytes.len() as u64, stored["size_bytes"].as_u64().expect("size"));
-    let (rate, channels) = decode_wav(bytes);
+    let (rate, channels) = common::decode::decode(bytes, "wav");
     assert_eq!((rate, channels.len()), (8000, 2));
     let seconds = channels[0].len() as f64 / 8000.0;
     assert!((seconds * 1000.0 - duration_ms as f64).abs() < 50.0, "file {seconds} s, call {duration_ms} ms");
@@ -561,7 +526,7 @@ async fn a_restarted_recorder_finishes_the_calls_a_crash_left_and_stores_their_f
     assert_eq!(stored["duration_ms"], 2000, "the duration follows from what was on disk");
     let bytes =
         std::fs::read(running.target.path().join(stored["location"].as_str().expect("location"))).expect("file");
-    let (rate, channels) = decode_wav(bytes);
+    let (rate, channels) = common::decode::decode(bytes, "wav");
     assert_eq!((rate, channels.len(), channels[0].len()), (8000, 2, 16_000), "the WAV header was repaired");
     running.shutdown.cancel();
     for task in running.tasks {

@@ -14,7 +14,7 @@ use object_store::local::LocalFileSystem;
 use object_store::ObjectStore;
 use recall_commands::testing::running_log;
 use recall_commands::CommandService;
-use recall_domain::call::{Call, CallCommand, CallDirection, CallEndReason, CallStart, StoredRecording};
+use recall_domain::call::{Call, CallCommand, CallDirection, CallEndReason, CallStart};
 use recall_domain::recording_policy::AudioFormat;
 use recall_domain::CommandMeta;
 use recall_recorder::spool::{RecordingMeta, Spool, SpoolError, SpooledRecording};
@@ -46,16 +46,7 @@ impl UploadPort for Port {
             if self.database_down.load(Ordering::SeqCst) {
                 return Err("the database is down".into());
             }
-            let command = CallCommand::RecordStoredRecording {
-                recording: StoredRecording {
-                    storage_target_id: recording.meta.storage_target_id,
-                    location: recording.meta.object_path.clone(),
-                    format: recording.meta.format,
-                    size_bytes: recording.size_bytes,
-                    duration_ms: recording.meta.duration_ms,
-                    sha256: recording.sha256.clone(),
-                },
-            };
+            let command = CallCommand::RecordStoredRecording { recording: recording.stored() };
             let meta = CommandMeta::system("recorder:test").in_tenant(TENANT);
             self.calls.execute(&recording.call_id.to_string(), command, meta).await.map_err(|e| e.to_string())?;
             self.reported.fetch_add(1, Ordering::SeqCst);

@@ -123,6 +123,11 @@ impl Admin {
             return Err(AdminError::NotFound("storage target"));
         }
         let kind = target.kind().cloned().ok_or(AdminError::NotFound("storage target"))?;
+        self.resolve(kind).await
+    }
+
+    /// A target's settings with the credentials they name opened.
+    async fn resolve(&self, kind: StorageKind) -> Result<ResolvedStorage, AdminError> {
         let mut secrets = BTreeMap::new();
         for secret in kind.secrets() {
             let clear = self.secrets.open_sealed(secret).await?.ok_or_else(|| {
@@ -189,14 +194,7 @@ impl Admin {
                 if !target.exists() {
                     return Err(AdminError::Invalid("a deleted storage target cannot be tested".to_owned()));
                 }
-                let mut secrets = BTreeMap::new();
-                for secret in kind.secrets() {
-                    let clear = self.secrets.open_sealed(secret).await?.ok_or_else(|| {
-                        AdminError::Invalid("a credential of this storage target is missing; enter it again".to_owned())
-                    })?;
-                    secrets.insert(secret, clear);
-                }
-                let report = self.probe.probe(&ResolvedStorage { kind, secrets }).await;
+                let report = self.probe.probe(&self.resolve(kind).await?).await;
                 let command = StorageTargetCommand::RecordConnectionTest {
                     ok: report.ok,
                     detail: report.detail,

@@ -218,16 +218,7 @@ impl UploadPort for Reporting {
 
     fn stored<'a>(&'a self, recording: &'a SpooledRecording) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            let command = CallCommand::RecordStoredRecording {
-                recording: recall_domain::call::StoredRecording {
-                    storage_target_id: recording.meta.storage_target_id,
-                    location: recording.meta.object_path.clone(),
-                    format: recording.meta.format,
-                    size_bytes: recording.size_bytes,
-                    duration_ms: recording.meta.duration_ms,
-                    sha256: recording.sha256.clone(),
-                },
-            };
+            let command = CallCommand::RecordStoredRecording { recording: recording.stored() };
             let (outbox, call_id, tenant_id) = (self.outbox.clone(), recording.call_id, recording.meta.tenant_id);
             tokio::task::spawn_blocking(move || outbox.record(call_id, tenant_id, command, true))
                 .await

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+pub mod decode;
+
 use recall_recorder::upload::Backoff;
 use uuid::Uuid;
 
