@@ -30,9 +30,14 @@ const PCAP_PORTS: [u16; 2] = [10000, 10002];
 /// The second stream starts this much later than the first: the recording must keep that offset.
 const SECOND_STREAM_LATE_MS: usize = 300;
 /// Longest sentence kept, so that each fits between the scenario's re-INVITEs with silence around it.
-const MAX_SENTENCE_MS: usize = 4600;
+const MAX_SENTENCE_MS: usize = 3600;
 /// Silence between a sentence (or the audio sent while paused) and the nearest re-INVITE.
 const MARGIN_MS: usize = 500;
+/// Where the first sentences start in their streams: after the jitter buffer has measured the stream's
+/// first packet's own offset (over its first second) and corrected it (within a few hundred ms more). sipp
+/// sends its first packets irregularly, so that correction (about 20 ms, spread over the frames that follow)
+/// would otherwise fall inside the first sentence and blur its correlation; later speech is unaffected.
+const LEAD_IN_MS: usize = 1500;
 const SILENT_DBFS: f64 = -60.0;
 
 // --- Tools ----------------------------------------------------------------------------------------
@@ -162,17 +167,17 @@ fn plan_streams(dir: &Path, schedule: Schedule) -> [StreamPlan; 2] {
     for sentence in first.iter().chain(&second) {
         // Each sentence ends, with a margin, before the re-INVITE that follows it.
         let length = sentence.len() * 1000 / RATE;
-        assert!(late + MARGIN_MS + length + MARGIN_MS <= schedule.pause_at, "a sentence is too long for the pause");
+        assert!(late + LEAD_IN_MS + length + MARGIN_MS <= schedule.pause_at, "a sentence is too long for the pause");
         assert!(late + MARGIN_MS + length + 2 * MARGIN_MS <= schedule.until_end, "a sentence is too long for the end");
     }
     let [first_1, first_2] = first;
     let [second_1, second_2] = second;
     [
-        StreamPlan::new(0, end, [(MARGIN_MS, first_1), (resume_at + MARGIN_MS, first_2)], (secret_at, secret.clone())),
+        StreamPlan::new(0, end, [(LEAD_IN_MS, first_1), (resume_at + MARGIN_MS, first_2)], (secret_at, secret.clone())),
         StreamPlan::new(
             late,
             end,
-            [(late + MARGIN_MS, second_1), (resume_at + late + MARGIN_MS, second_2)],
+            [(late + LEAD_IN_MS, second_1), (resume_at + late + MARGIN_MS, second_2)],
             (secret_at, secret),
         ),
     ]
