@@ -60,7 +60,6 @@ struct Entry<P> {
     peer: P,
     reliable: bool,
     is_invite: bool,
-    call_id: String,
     last: Option<Vec<u8>>,
     /// Final status sent, if any.
     final_status: Option<u16>,
@@ -147,7 +146,6 @@ impl<P: Clone> ServerTransactions<P> {
                 peer,
                 reliable,
                 is_invite,
-                call_id: request.call_id().to_owned(),
                 last: None,
                 final_status: None,
                 retransmit_at: None,
@@ -191,11 +189,6 @@ impl<P: Clone> ServerTransactions<P> {
         }
     }
 
-    /// Whether an INVITE with this Call-ID still waits for its final response (a CANCEL can still end it).
-    pub fn invite_unanswered(&self, call_id: &str) -> bool {
-        self.entries.values().any(|e| e.is_invite && e.call_id == call_id && e.final_status.is_none())
-    }
-
     /// The earliest time `poll` has something to do.
     pub fn next_timeout(&self) -> Option<Instant> {
         let entries = self.entries.values().flat_map(|e| [e.retransmit_at, Some(e.expires_at)]).flatten();
@@ -230,15 +223,6 @@ impl<P: Clone> ServerTransactions<P> {
             }
             true
         });
-    }
-
-    /// Transactions and 2xx waits held (for metrics and tests).
-    pub fn len(&self) -> usize {
-        self.entries.len() + self.pending.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -345,19 +329,6 @@ mod tests {
         out.clear();
         reliable.poll(start + T1 * 3, &mut out);
         assert!(out.is_empty());
-    }
-
-    #[test]
-    fn a_cancel_can_end_only_an_invite_that_has_no_final_response() {
-        let mut transactions = ServerTransactions::new();
-        let now = Instant::now();
-        let invite = request("INVITE", "z9hG4bK1", 1);
-        transactions.on_request(&invite, 1, false, now);
-        assert!(transactions.invite_unanswered("c1"));
-        transactions.respond(&invite, 180, b"180", now);
-        assert!(transactions.invite_unanswered("c1"));
-        transactions.respond(&invite, 200, b"200", now);
-        assert!(!transactions.invite_unanswered("c1"));
     }
 
     /// A client retransmitting over a lossy, duplicating, reordering network (seeded), against the server

@@ -177,7 +177,6 @@ impl Recorder {
             byes: HashMap::new(),
             tasks: 0,
             directory,
-            spool: spool.clone(),
             metrics,
             context,
         };
@@ -478,8 +477,8 @@ struct Signalling {
     tasks: usize,
     ports: PortPool,
     directory: watch::Receiver<Arc<Directory>>,
-    spool: Spool,
     metrics: RecorderMetrics,
+    /// What every call task gets (the spool, the outbox, the upload queue, the metrics).
     context: CallContext,
 }
 
@@ -724,7 +723,7 @@ impl Signalling {
         if self.tasks >= self.config.max_calls {
             return self.refuse(&invite, &peer, 503, "Service Unavailable (at capacity)", "capacity").await;
         }
-        if self.spool.is_full().unwrap_or(true) {
+        if self.context.spool.is_full().unwrap_or(true) {
             return self.refuse(&invite, &peer, 503, "Service Unavailable (spool full)", "spool_full").await;
         }
         let offer = match siprec::recording_offer(&invite) {
@@ -891,9 +890,9 @@ impl Signalling {
         );
     }
 
-    fn contact(&self, peer: &Peer, ip: Option<IpAddr>) -> String {
+    fn contact(&self, peer: &Peer, ip: IpAddr) -> String {
         let transport = if peer.reliable() { ";transport=tcp" } else { "" };
-        let host = match ip.unwrap_or(self.local.ip()) {
+        let host = match ip {
             IpAddr::V6(v6) => format!("[{v6}]"),
             IpAddr::V4(v4) => v4.to_string(),
         };
@@ -905,11 +904,11 @@ impl Signalling {
             Notice::Ready { call_id, sip_call_id, result } => {
                 let Some(dialog) = self.dialogs.get_mut(&sip_call_id).filter(|d| d.call_id == call_id) else { return };
                 let Some(invite) = dialog.pending_invite.take() else { return };
-                let peer = dialog.peer.clone();
+                let (peer, media_ip) = (dialog.peer.clone(), dialog.media_ip);
                 match result {
                     Ok(()) => {
                         let (tag, answer) = (dialog.local_tag.clone(), dialog.answer.clone());
-                        let contact = self.contact(&peer, self.dialogs.get(&sip_call_id).map(|d| d.media_ip));
+                        let contact = self.contact(&peer, media_ip);
                         let parts = ResponseParts {
                             to_tag: Some(&tag),
                             headers: vec![
@@ -1096,7 +1095,7 @@ impl Signalling {
         }
         let Some(dialog) = self.dialogs.get(&sip_call_id) else { return };
         let (tag, answer) = (dialog.local_tag.clone(), dialog.answer.clone());
-        let contact = self.contact(&peer, Some(dialog.media_ip));
+        let contact = self.contact(&peer, dialog.media_ip);
         let parts = ResponseParts {
             to_tag: Some(&tag),
             headers: vec![("Contact", contact), ("Allow", ALLOW.to_owned())],
