@@ -24,6 +24,8 @@ pub enum Namespace {
     StorageTargetName(Uuid),
     /// Custom field names within a tenant (case-insensitive).
     CustomFieldName(Uuid),
+    /// Encryption key names within a tenant (case-insensitive).
+    EncryptionKeyName(Uuid),
     /// Evaluation form names within a tenant (case-insensitive).
     EvaluationFormName(Uuid),
     /// Users holding a role; the key is the user id.
@@ -48,6 +50,7 @@ impl Namespace {
             Self::Extension(_) => "extension",
             Self::StorageTargetName(_) => "storage target name",
             Self::CustomFieldName(_) => "custom field name",
+            Self::EncryptionKeyName(_) => "encryption key name",
             Self::EvaluationFormName(_) => "evaluation form name",
             Self::RoleHolders(_) => "role holder",
             Self::GroupMembers(_) => "group member",
@@ -68,6 +71,7 @@ impl fmt::Display for Namespace {
             Self::Extension(t) => write!(f, "extension/{t}"),
             Self::StorageTargetName(t) => write!(f, "storage_target_name/{t}"),
             Self::CustomFieldName(t) => write!(f, "custom_field_name/{t}"),
+            Self::EncryptionKeyName(t) => write!(f, "encryption_key_name/{t}"),
             Self::EvaluationFormName(t) => write!(f, "evaluation_form_name/{t}"),
             Self::RoleHolders(r) => write!(f, "role_holders/{r}"),
             Self::GroupMembers(g) => write!(f, "group_members/{g}"),
@@ -101,6 +105,7 @@ impl std::str::FromStr for Namespace {
             "extension" => Self::Extension(id),
             "storage_target_name" => Self::StorageTargetName(id),
             "custom_field_name" => Self::CustomFieldName(id),
+            "encryption_key_name" => Self::EncryptionKeyName(id),
             "evaluation_form_name" => Self::EvaluationFormName(id),
             "role_holders" => Self::RoleHolders(id),
             "group_members" => Self::GroupMembers(id),
@@ -171,6 +176,7 @@ mod tests {
             Namespace::Extension(id),
             Namespace::StorageTargetName(id),
             Namespace::CustomFieldName(id),
+            Namespace::EncryptionKeyName(id),
             Namespace::EvaluationFormName(id),
             Namespace::RoleHolders(id),
             Namespace::GroupMembers(id),

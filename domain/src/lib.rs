@@ -8,6 +8,7 @@ pub mod api_token;
 pub mod call;
 pub mod custom_field;
 pub mod device;
+pub mod encryption_key;
 pub mod envelope;
 pub mod evaluation_form;
 pub mod failed_attempt;

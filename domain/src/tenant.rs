@@ -1,9 +1,11 @@
 //! The tenant aggregate (keyed by tenant id): one customer organisation of the service. Created by the
 //! service provider; holds the tenant's name, default time zone, default recording rule, storage option,
-//! file-encryption switch, audio format, retention policy and whether impersonation needs a verification
-//! code. Names are unique service-wide (case-insensitive), kept by the write side's index.
+//! file-encryption switch and the active encryption key new recordings are encrypted with, audio format,
+//! retention policy and whether impersonation needs a verification code. Names are unique service-wide
+//! (case-insensitive), kept by the write side's index.
 
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::aggregate::{Aggregate, DomainEvent};
 use crate::index::{moves, IndexChange, IndexKey, Namespace};
@@ -23,6 +25,8 @@ pub struct Tenant {
     impersonation_verification: bool,
     #[serde(default)]
     recording_clients: RecordingClients,
+    #[serde(default)]
+    active_encryption_key: Option<Uuid>,
 }
 
 /// Where a tenant's calls come from: the networks of its recording clients (SBCs, PBXs) and the SIP
@@ -135,7 +139,7 @@ pub enum TenantCommand {
     SetStorageOption {
         option: StorageOption,
     },
-    /// Switches file encryption of new recordings on or off.
+    /// Switches file encryption of new recordings on or off; on needs an active encryption key.
     SetFileEncryption {
         enabled: bool,
     },
@@ -151,6 +155,20 @@ pub enum TenantCommand {
     },
     /// The networks the tenant's recording clients call from and the SIP domains it owns (replacing both).
     SetRecordingClients(RecordingClients),
+    /// Makes `key_id` the key new recordings are encrypted with (rotation: files keep the key they were
+    /// encrypted with). `tenant_id` is this tenant's own id, which its state does not hold; `key_tenant`
+    /// and `key_destroyed` are what the write side found for the key.
+    UseEncryptionKey {
+        tenant_id: Uuid,
+        key_id: Uuid,
+        key_tenant: Uuid,
+        key_destroyed: bool,
+    },
+    /// The write side is about to destroy `key_id`: if it is the active key, the tenant has none after.
+    /// Refused while file encryption is on (switch it off or activate another key first).
+    ForgetEncryptionKey {
+        key_id: Uuid,
+    },
     /// The tenant's users can no longer sign in and its calls are no longer recorded; nothing is deleted.
     DeactivateTenant,
     ReactivateTenant,
@@ -168,6 +186,8 @@ pub enum TenantEvent {
     RetentionPolicySet { policy: RetentionPolicy },
     ImpersonationVerificationSet { required: bool },
     RecordingClientsSet(RecordingClients),
+    EncryptionKeyActivated { key_id: Uuid },
+    EncryptionKeyDeactivated { key_id: Uuid },
     TenantDeactivated,
     TenantReactivated,
 }
@@ -185,6 +205,8 @@ impl DomainEvent for TenantEvent {
             Self::RetentionPolicySet { .. } => "RetentionPolicySet",
             Self::ImpersonationVerificationSet { .. } => "ImpersonationVerificationSet",
             Self::RecordingClientsSet(_) => "RecordingClientsSet",
+            Self::EncryptionKeyActivated { .. } => "EncryptionKeyActivated",
+            Self::EncryptionKeyDeactivated { .. } => "EncryptionKeyDeactivated",
             Self::TenantDeactivated => "TenantDeactivated",
             Self::TenantReactivated => "TenantReactivated",
         }
@@ -219,6 +241,14 @@ pub enum TenantError {
     InvalidSipDomain(String),
     #[error("a tenant trusts at most 256 networks and owns at most 64 SIP domains")]
     TooManyRecordingClients,
+    #[error("activate an encryption key for this tenant before switching file encryption on")]
+    NoEncryptionKey,
+    #[error("this encryption key belongs to another tenant")]
+    EncryptionKeyOfAnotherTenant,
+    #[error("this encryption key was destroyed")]
+    EncryptionKeyDestroyed,
+    #[error("new recordings are encrypted with this key: switch file encryption off or activate another key first")]
+    EncryptionKeyInUse,
 }
 
 impl Tenant {
@@ -264,6 +294,11 @@ impl Tenant {
 
     pub fn recording_clients(&self) -> &RecordingClients {
         &self.recording_clients
+    }
+
+    /// The key new recordings are encrypted with (when file encryption is on).
+    pub fn active_encryption_key(&self) -> Option<Uuid> {
+        self.active_encryption_key
     }
 
     fn existing(&self) -> Result<(), TenantError> {
@@ -318,6 +353,10 @@ impl Aggregate for Tenant {
                 if self.exists() {
                     return Err(TenantError::AlreadyExists);
                 }
+                // A new tenant has no key yet.
+                if settings.file_encryption {
+                    return Err(TenantError::NoEncryptionKey);
+                }
                 let settings = TenantSettings {
                     name: display_name(&settings.name).map_err(TenantError::InvalidName)?,
                     timezone: timezone(&settings.timezone).map_err(TenantError::InvalidTimezone)?,
@@ -342,6 +381,10 @@ impl Aggregate for Tenant {
                 self.when_changed(option != self.storage, E::StorageOptionChanged { option })
             }
             C::SetFileEncryption { enabled } => {
+                self.existing()?;
+                if enabled && self.active_encryption_key.is_none() {
+                    return Err(TenantError::NoEncryptionKey);
+                }
                 self.when_changed(enabled != self.file_encryption, E::FileEncryptionSwitched { enabled })
             }
             C::SetAudioFormat { format } => {
@@ -358,6 +401,23 @@ impl Aggregate for Tenant {
             C::SetRecordingClients(clients) => {
                 let clients = valid_clients(clients)?;
                 self.when_changed(clients != self.recording_clients, E::RecordingClientsSet(clients))
+            }
+            C::UseEncryptionKey { tenant_id, key_id, key_tenant, key_destroyed } => {
+                self.existing()?;
+                if key_tenant != tenant_id {
+                    return Err(TenantError::EncryptionKeyOfAnotherTenant);
+                }
+                if key_destroyed {
+                    return Err(TenantError::EncryptionKeyDestroyed);
+                }
+                self.when_changed(self.active_encryption_key != Some(key_id), E::EncryptionKeyActivated { key_id })
+            }
+            C::ForgetEncryptionKey { key_id } => {
+                let active = self.active_encryption_key == Some(key_id);
+                if active && self.file_encryption {
+                    return Err(TenantError::EncryptionKeyInUse);
+                }
+                self.when_changed(active, E::EncryptionKeyDeactivated { key_id })
             }
             C::DeactivateTenant => {
                 self.existing()?;
@@ -397,6 +457,8 @@ impl Aggregate for Tenant {
             E::RetentionPolicySet { policy } => self.retention = policy,
             E::ImpersonationVerificationSet { required } => self.impersonation_verification = required,
             E::RecordingClientsSet(clients) => self.recording_clients = clients,
+            E::EncryptionKeyActivated { key_id } => self.active_encryption_key = Some(key_id),
+            E::EncryptionKeyDeactivated { .. } => self.active_encryption_key = None,
             E::TenantDeactivated => self.state = TenantState::Deactivated,
             E::TenantReactivated => self.state = TenantState::Active,
         }
@@ -420,8 +482,30 @@ mod tests {
     use crate::recording_policy::{RecordDirection, UnassignedCallRule};
     use crate::testing::{given, run, when};
 
+    const ACME: Uuid = Uuid::from_u128(7);
+    const OTHER_TENANT: Uuid = Uuid::from_u128(8);
+    const KEY: Uuid = Uuid::from_u128(70);
+    const NEW_KEY: Uuid = Uuid::from_u128(71);
+
     fn created() -> Vec<TenantEvent> {
         vec![TenantEvent::TenantCreated(TenantSettings::named("Acme"))]
+    }
+
+    fn with_key() -> Vec<TenantEvent> {
+        let mut events = created();
+        events.push(TenantEvent::EncryptionKeyActivated { key_id: KEY });
+        events
+    }
+
+    fn encrypting() -> Vec<TenantEvent> {
+        let mut events = with_key();
+        events.push(TenantEvent::FileEncryptionSwitched { enabled: true });
+        events
+    }
+
+    /// Activates a key of Acme that is not destroyed.
+    fn use_key(key_id: Uuid) -> TenantCommand {
+        TenantCommand::UseEncryptionKey { tenant_id: ACME, key_id, key_tenant: ACME, key_destroyed: false }
     }
 
     #[test]
@@ -461,6 +545,92 @@ mod tests {
             when::<Tenant>([], TenantCommand::SetFileEncryption { enabled: true }, &()),
             Err(TenantError::NotFound)
         );
+        assert_eq!(when::<Tenant>([], use_key(KEY), &()), Err(TenantError::NotFound));
+        assert_eq!(
+            when::<Tenant>([], TenantCommand::ForgetEncryptionKey { key_id: KEY }, &()),
+            Err(TenantError::NotFound)
+        );
+    }
+
+    #[test]
+    fn file_encryption_is_switched_on_only_with_an_active_key() {
+        let switch = |enabled| TenantCommand::SetFileEncryption { enabled };
+        assert_eq!(when::<Tenant>(created(), switch(true), &()), Err(TenantError::NoEncryptionKey));
+        assert_eq!(
+            when::<Tenant>(with_key(), switch(true), &()),
+            Ok(vec![TenantEvent::FileEncryptionSwitched { enabled: true }])
+        );
+        assert_eq!(when::<Tenant>(encrypting(), switch(true), &()), Ok(vec![]));
+        assert_eq!(
+            when::<Tenant>(encrypting(), switch(false), &()),
+            Ok(vec![TenantEvent::FileEncryptionSwitched { enabled: false }])
+        );
+        assert_eq!(when::<Tenant>(created(), switch(false), &()), Ok(vec![]));
+        assert!(given::<Tenant>(encrypting()).file_encryption());
+    }
+
+    #[test]
+    fn a_new_tenant_cannot_start_with_file_encryption_on() {
+        let mut settings = TenantSettings::named("Acme");
+        settings.file_encryption = true;
+        assert_eq!(when::<Tenant>([], TenantCommand::CreateTenant(settings), &()), Err(TenantError::NoEncryptionKey));
+    }
+
+    #[test]
+    fn a_tenant_activates_one_of_its_own_keys_that_is_not_destroyed() {
+        assert_eq!(
+            when::<Tenant>(created(), use_key(KEY), &()),
+            Ok(vec![TenantEvent::EncryptionKeyActivated { key_id: KEY }])
+        );
+        assert_eq!(when::<Tenant>(with_key(), use_key(KEY), &()), Ok(vec![]));
+        let foreign = TenantCommand::UseEncryptionKey {
+            tenant_id: ACME,
+            key_id: KEY,
+            key_tenant: OTHER_TENANT,
+            key_destroyed: false,
+        };
+        assert_eq!(when::<Tenant>(created(), foreign, &()), Err(TenantError::EncryptionKeyOfAnotherTenant));
+        let destroyed =
+            TenantCommand::UseEncryptionKey { tenant_id: ACME, key_id: KEY, key_tenant: ACME, key_destroyed: true };
+        assert_eq!(when::<Tenant>(created(), destroyed, &()), Err(TenantError::EncryptionKeyDestroyed));
+        assert_eq!(given::<Tenant>(created()).active_encryption_key(), None);
+        assert_eq!(given::<Tenant>(with_key()).active_encryption_key(), Some(KEY));
+    }
+
+    #[test]
+    fn rotating_the_key_activates_another_while_encryption_stays_on() {
+        assert_eq!(
+            when::<Tenant>(encrypting(), use_key(NEW_KEY), &()),
+            Ok(vec![TenantEvent::EncryptionKeyActivated { key_id: NEW_KEY }])
+        );
+        let mut rotated = encrypting();
+        rotated.push(TenantEvent::EncryptionKeyActivated { key_id: NEW_KEY });
+        let tenant = given::<Tenant>(rotated.clone());
+        assert_eq!((tenant.active_encryption_key(), tenant.file_encryption()), (Some(NEW_KEY), true));
+        assert_eq!(
+            when::<Tenant>(rotated, TenantCommand::ForgetEncryptionKey { key_id: KEY }, &()),
+            Ok(vec![]),
+            "the old key is no longer active"
+        );
+    }
+
+    #[test]
+    fn a_tenant_forgets_its_active_key_only_while_file_encryption_is_off() {
+        let forget = |key_id| TenantCommand::ForgetEncryptionKey { key_id };
+        assert_eq!(
+            when::<Tenant>(with_key(), forget(KEY), &()),
+            Ok(vec![TenantEvent::EncryptionKeyDeactivated { key_id: KEY }])
+        );
+        assert_eq!(when::<Tenant>(encrypting(), forget(KEY), &()), Err(TenantError::EncryptionKeyInUse));
+        assert_eq!(when::<Tenant>(encrypting(), forget(NEW_KEY), &()), Ok(vec![]));
+        assert_eq!(when::<Tenant>(created(), forget(KEY), &()), Ok(vec![]));
+        let mut forgotten = with_key();
+        forgotten.push(TenantEvent::EncryptionKeyDeactivated { key_id: KEY });
+        assert_eq!(given::<Tenant>(forgotten.clone()).active_encryption_key(), None);
+        assert_eq!(
+            when::<Tenant>(forgotten, TenantCommand::SetFileEncryption { enabled: true }, &()),
+            Err(TenantError::NoEncryptionKey)
+        );
     }
 
     #[test]
@@ -484,7 +654,6 @@ mod tests {
                 TenantCommand::SetStorageOption { option: StorageOption::BringYourOwn },
                 TenantEvent::StorageOptionChanged { option: StorageOption::BringYourOwn },
             ),
-            (TenantCommand::SetFileEncryption { enabled: true }, TenantEvent::FileEncryptionSwitched { enabled: true }),
             (
                 TenantCommand::SetAudioFormat { format: AudioFormat::WavStereo },
                 TenantEvent::AudioFormatChanged { format: AudioFormat::WavStereo },
@@ -558,6 +727,9 @@ mod tests {
             [
                 TenantCommand::CreateTenant(TenantSettings::named("Acme")),
                 TenantCommand::SetTenantTimezone { timezone: "Europe/Berlin".into() },
+                use_key(KEY),
+                TenantCommand::SetFileEncryption { enabled: true },
+                use_key(NEW_KEY),
                 TenantCommand::SetRetentionPolicy {
                     policy: RetentionPolicy { recordings_days: Some(30), audit_days: 400 },
                 },
@@ -567,6 +739,7 @@ mod tests {
         );
         assert_eq!(given::<Tenant>(events), state);
         assert_eq!(state.timezone(), "Europe/Berlin");
+        assert_eq!((state.file_encryption(), state.active_encryption_key()), (true, Some(NEW_KEY)));
         assert!(!state.is_active());
     }
 

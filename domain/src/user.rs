@@ -1,6 +1,7 @@
 //! The user aggregate (keyed by user id): an account of a tenant (or, without a tenant, of the service
 //! provider), with its role, groups, managed groups, recording settings, extensions, web access and
-//! licences. The domain never sees a password: the write side hashes it and hands over a `SecretRef`.
+//! licences. The domain never sees a password: the write side hashes it and hands over a `SecretRef`; nor
+//! the user's personal key pair (for holding encryption keys), of which it knows the fingerprint only.
 //! Usernames are unique service-wide, extensions unique within the tenant (the write side's index).
 
 use std::collections::BTreeSet;
@@ -11,6 +12,7 @@ use uuid::Uuid;
 
 use crate::access::Scope;
 use crate::aggregate::{Aggregate, DomainEvent};
+use crate::encryption_key::sha256_fingerprint;
 use crate::index::{moves, IndexChange, IndexKey, Namespace};
 use crate::names::{self, NameError};
 use crate::recording_policy::{RecordDirection, RecordMode};
@@ -42,6 +44,8 @@ pub struct User {
     reset_link: Option<ResetLink>,
     screen_login: Option<ScreenLogin>,
     licences: Licences,
+    #[serde(default)]
+    key_pair_fingerprint: Option<String>,
 }
 
 /// Whether and which of a user's calls are recorded.
@@ -208,6 +212,11 @@ pub enum UserCommand {
     SetLicences {
         licences: Licences,
     },
+    /// The write side made the user's personal key pair (at sign-in, with the password at hand to wrap its
+    /// private part); `fingerprint` is the hex SHA-256 of its public key. The same pair again is no event.
+    RecordKeyPair {
+        fingerprint: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -233,6 +242,7 @@ pub enum UserEvent {
     MustChangePasswordSet { required: bool },
     ScreenRecordingLoginChanged { login: Option<ScreenLogin> },
     LicencesChanged { licences: Licences },
+    UserKeyPairCreated { fingerprint: String },
 }
 
 impl DomainEvent for UserEvent {
@@ -259,6 +269,7 @@ impl DomainEvent for UserEvent {
             Self::MustChangePasswordSet { .. } => "MustChangePasswordSet",
             Self::ScreenRecordingLoginChanged { .. } => "ScreenRecordingLoginChanged",
             Self::LicencesChanged { .. } => "LicencesChanged",
+            Self::UserKeyPairCreated { .. } => "UserKeyPairCreated",
         }
     }
 
@@ -311,6 +322,8 @@ pub enum UserError {
     ResetLinkExpired,
     #[error("the user has no password to change; an administrator must set one")]
     NoPassword,
+    #[error("a key pair fingerprint must be the SHA-256 digest of the public key as 64 hexadecimal digits")]
+    InvalidKeyPairFingerprint,
 }
 
 impl User {
@@ -394,6 +407,13 @@ impl User {
 
     pub fn licences(&self) -> Licences {
         self.licences
+    }
+
+    /// The fingerprint of the user's personal key pair, which the user's grants of encryption keys wrap
+    /// to; `None` before the write side makes one and after an administrator resets the password (the
+    /// pair's private part is wrapped under the old password, so it is lost).
+    pub fn key_pair_fingerprint(&self) -> Option<&str> {
+        self.key_pair_fingerprint.as_deref()
     }
 
     /// The time zone the user sees times in: their own, else their primary group's, else the tenant's.
@@ -663,6 +683,10 @@ impl Aggregate for User {
                 changed(login != self.screen_login, E::ScreenRecordingLoginChanged { login })
             }
             C::SetLicences { licences } => changed(licences != self.licences, E::LicencesChanged { licences }),
+            C::RecordKeyPair { fingerprint } => {
+                let fingerprint = sha256_fingerprint(&fingerprint).ok_or(UserError::InvalidKeyPairFingerprint)?;
+                changed(self.key_pair_fingerprint.as_ref() != Some(&fingerprint), E::UserKeyPairCreated { fingerprint })
+            }
             password @ (C::SetPassword { .. }
             | C::IssuePasswordResetLink { .. }
             | C::CompletePasswordReset { .. }
@@ -712,13 +736,22 @@ impl Aggregate for User {
                 self.extensions.remove(&extension);
             }
             E::WebAccessChanged { login_enabled } => self.login_enabled = login_enabled,
+            // A reset by an administrator loses the key pair, whose private part the old password wrapped;
+            // the user's own change keeps it (the write side wraps it again under the new password).
             E::PasswordSet { password, must_change } => {
                 self.password = Some(password);
                 self.must_change_password = must_change;
                 self.reset_link = None;
+                self.key_pair_fingerprint = None;
             }
             E::PasswordResetLinkIssued { token, expires_at } => self.reset_link = Some(ResetLink { token, expires_at }),
-            E::PasswordReset { password } | E::PasswordChanged { password } => {
+            E::PasswordReset { password } => {
+                self.password = Some(password);
+                self.must_change_password = false;
+                self.reset_link = None;
+                self.key_pair_fingerprint = None;
+            }
+            E::PasswordChanged { password } => {
                 self.password = Some(password);
                 self.must_change_password = false;
                 self.reset_link = None;
@@ -726,6 +759,7 @@ impl Aggregate for User {
             E::MustChangePasswordSet { required } => self.must_change_password = required,
             E::ScreenRecordingLoginChanged { login } => self.screen_login = login,
             E::LicencesChanged { licences } => self.licences = licences,
+            E::UserKeyPairCreated { fingerprint } => self.key_pair_fingerprint = Some(fingerprint),
         }
     }
 
@@ -796,6 +830,17 @@ mod tests {
 
     fn at(seconds: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap_or_default()
+    }
+
+    const PAIR: &str = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
+    const NEW_PAIR: &str = "fcde2b2edba56bf408601fb721fe9b5c338d10ee429ea04fae5511b68fbf8fb9";
+
+    fn key_pair(fingerprint: &str) -> UserEvent {
+        UserEvent::UserKeyPairCreated { fingerprint: fingerprint.into() }
+    }
+
+    fn record_key_pair(fingerprint: &str) -> UserCommand {
+        UserCommand::RecordKeyPair { fingerprint: fingerprint.into() }
     }
 
     #[test]
@@ -1075,6 +1120,38 @@ mod tests {
     }
 
     #[test]
+    fn a_users_key_pair_is_recorded_by_its_fingerprint_once() {
+        assert_eq!(when::<User>(created(), record_key_pair(&PAIR.to_ascii_uppercase()), &()), Ok(vec![key_pair(PAIR)]));
+        assert_eq!(when::<User>(after([key_pair(PAIR)]), record_key_pair(PAIR), &()), Ok(vec![]));
+        assert_eq!(when::<User>(after([key_pair(PAIR)]), record_key_pair(NEW_PAIR), &()), Ok(vec![key_pair(NEW_PAIR)]));
+        for bad in ["", "2c26b46b", &PAIR.replace('2', "z")] {
+            assert_eq!(
+                when::<User>(created(), record_key_pair(bad), &()),
+                Err(UserError::InvalidKeyPairFingerprint),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(when::<User>([], record_key_pair(PAIR), &()), Err(UserError::NotFound));
+        assert_eq!(given::<User>(created()).key_pair_fingerprint(), None);
+        assert_eq!(given::<User>(after([key_pair(PAIR)])).key_pair_fingerprint(), Some(PAIR));
+    }
+
+    #[test]
+    fn an_administrators_password_reset_loses_the_key_pair_but_the_users_own_change_keeps_it() {
+        let set = UserEvent::PasswordSet { password: secret(1), must_change: true };
+        let reset = UserEvent::PasswordReset { password: secret(2) };
+        for lost in
+            [vec![set], vec![UserEvent::PasswordResetLinkIssued { token: secret(9), expires_at: at(60) }, reset]]
+        {
+            let events = after(std::iter::once(key_pair(PAIR)).chain(lost));
+            assert_eq!(given::<User>(events.clone()).key_pair_fingerprint(), None);
+            assert_eq!(when::<User>(events, record_key_pair(PAIR), &()), Ok(vec![key_pair(PAIR)]), "a new pair");
+        }
+        let changed = after([key_pair(PAIR), UserEvent::PasswordChanged { password: secret(3) }]);
+        assert_eq!(given::<User>(changed).key_pair_fingerprint(), Some(PAIR));
+    }
+
+    #[test]
     fn an_unknown_user_refuses_every_change() {
         assert_eq!(when::<User>([], UserCommand::DeactivateUser, &()), Err(UserError::NotFound));
         assert_eq!(
@@ -1103,6 +1180,7 @@ mod tests {
                 UserCommand::AddExtension { extension: "2002".into() },
                 UserCommand::SetPassword { password: secret(1), must_change: true },
                 UserCommand::ChangeOwnPassword { password: secret(2) },
+                record_key_pair(PAIR),
                 UserCommand::DeactivateUser,
             ],
             &(),
@@ -1112,5 +1190,6 @@ mod tests {
         assert_eq!(state.extensions().len(), 2);
         assert!(!state.is_active());
         assert_eq!(state.password(), Some(secret(2)));
+        assert_eq!(state.key_pair_fingerprint(), Some(PAIR));
     }
 }

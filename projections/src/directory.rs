@@ -1,5 +1,5 @@
 //! The directory: the read model of administration (tenants, roles, groups, users, sessions, devices,
-//! storage targets, custom fields, field visibility, evaluation forms), one table each in `rm_directory`.
+//! storage targets, encryption keys, custom fields, field visibility, evaluation forms), one table each in `rm_directory`.
 //! Rows keep the id, the tenant and the columns the API filters on; nothing secret is in the log, so
 //! nothing secret is here (credentials appear only as "set").
 
@@ -9,6 +9,7 @@ use recall_commands::LoggedEvent;
 use recall_domain::api_token::ApiTokenEvent;
 use recall_domain::custom_field::CustomFieldEvent;
 use recall_domain::device::DeviceEvent;
+use recall_domain::encryption_key::EncryptionKeyEvent;
 use recall_domain::evaluation_form::EvaluationFormEvent;
 use recall_domain::field_visibility::FieldVisibilityEvent;
 use recall_domain::group::GroupEvent;
@@ -51,7 +52,7 @@ impl Projection for Directory {
     }
 
     fn version(&self) -> i32 {
-        3
+        4
     }
 
     fn create(&self, s: &str) -> Vec<String> {
@@ -64,7 +65,8 @@ impl Projection for Directory {
                     recordings_days integer, audit_days integer NOT NULL DEFAULT 365,
                     impersonation_verification boolean NOT NULL DEFAULT false, active boolean NOT NULL,
                     created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL,
-                    recording_networks text[] NOT NULL DEFAULT '{{}}', sip_domains text[] NOT NULL DEFAULT '{{}}')"
+                    recording_networks text[] NOT NULL DEFAULT '{{}}', sip_domains text[] NOT NULL DEFAULT '{{}}',
+                    encryption_key_id uuid)"
             ),
             format!("CREATE UNIQUE INDEX ON {s}.tenants (lower(name))"),
             format!(
@@ -87,7 +89,8 @@ impl Projection for Directory {
                     extensions text[] NOT NULL, login_enabled boolean NOT NULL, has_password boolean NOT NULL,
                     must_change_password boolean NOT NULL, screen_login text, screen_domain text,
                     licence_audio boolean NOT NULL, licence_screen boolean NOT NULL, licence_evaluate boolean NOT NULL,
-                    last_sign_in_at timestamptz, created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL)"
+                    last_sign_in_at timestamptz, created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL,
+                    key_fingerprint text)"
             ),
             format!("CREATE INDEX ON {s}.users (tenant_id, lower(username))"),
             format!("CREATE INDEX ON {s}.users USING gin (groups)"),
@@ -113,6 +116,15 @@ impl Projection for Directory {
                     last_tested_at timestamptz, created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL)"
             ),
             format!("CREATE INDEX ON {s}.storage_targets (tenant_id)"),
+            format!(
+                "CREATE TABLE {s}.encryption_keys (
+                    key_id uuid PRIMARY KEY, tenant_id uuid NOT NULL, name text NOT NULL, fingerprint text NOT NULL,
+                    origin text NOT NULL, with_private boolean NOT NULL, holders uuid[] NOT NULL DEFAULT '{{}}',
+                    last_exported_at timestamptz, destroyed_at timestamptz,
+                    created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL)"
+            ),
+            format!("CREATE INDEX ON {s}.encryption_keys (tenant_id)"),
+            format!("CREATE INDEX ON {s}.encryption_keys USING gin (holders)"),
             format!(
                 "CREATE TABLE {s}.custom_fields (
                     field_id uuid PRIMARY KEY, tenant_id uuid NOT NULL, name text NOT NULL, definition jsonb NOT NULL,
@@ -157,6 +169,7 @@ impl Projection for Directory {
                     "Session" => session(conn, schema, event, aggregate_id(event)?, payload(event)?).await?,
                     "Device" => device(conn, schema, aggregate_id(event)?, payload(event)?).await?,
                     "StorageTarget" => storage_target(conn, schema, aggregate_id(event)?, payload(event)?, at).await?,
+                    "EncryptionKey" => encryption_key(conn, schema, aggregate_id(event)?, payload(event)?, at).await?,
                     "CustomField" => custom_field(conn, schema, aggregate_id(event)?, payload(event)?, at).await?,
                     "FieldVisibility" => field_visibility(conn, schema, payload(event)?, at).await?,
                     "EvaluationForm" => {
@@ -226,6 +239,12 @@ async fn tenant(
         }
         TenantEvent::FileEncryptionSwitched { enabled } => {
             set(conn, upd("file_encryption = $2"), id, enabled, at).await?
+        }
+        TenantEvent::EncryptionKeyActivated { key_id } => {
+            set(conn, upd("encryption_key_id = $2"), id, key_id, at).await?
+        }
+        TenantEvent::EncryptionKeyDeactivated { .. } => {
+            set(conn, upd("encryption_key_id = $2"), id, None::<Uuid>, at).await?
         }
         TenantEvent::AudioFormatChanged { format } => {
             set(conn, upd("audio_format = $2"), id, text(&format), at).await?
@@ -390,11 +409,21 @@ async fn user(
         UserEvent::WebAccessChanged { login_enabled } => {
             set(conn, upd("login_enabled = $2"), id, login_enabled, at).await?
         }
+        // An administrator's reset leaves the user's key pair behind: its private part was sealed under the
+        // old password.
         UserEvent::PasswordSet { must_change, .. } => {
-            set(conn, upd("has_password = true, must_change_password = $2"), id, must_change, at).await?;
+            let sql = upd("has_password = true, must_change_password = $2, key_fingerprint = NULL");
+            set(conn, sql, id, must_change, at).await?;
         }
-        UserEvent::PasswordReset { .. } | UserEvent::PasswordChanged { .. } => {
+        UserEvent::PasswordReset { .. } => {
+            let sql = upd("has_password = true, must_change_password = $2, key_fingerprint = NULL");
+            set(conn, sql, id, false, at).await?;
+        }
+        UserEvent::PasswordChanged { .. } => {
             set(conn, upd("has_password = true, must_change_password = $2"), id, false, at).await?;
+        }
+        UserEvent::UserKeyPairCreated { fingerprint } => {
+            set(conn, upd("key_fingerprint = $2"), id, fingerprint, at).await?
         }
         UserEvent::PasswordResetLinkIssued { .. } => {}
         UserEvent::MustChangePasswordSet { required } => {
@@ -499,6 +528,50 @@ async fn device(conn: &mut PgConnection, s: &str, id: Uuid, event: DeviceEvent) 
                 .await?;
         }
     }
+    Ok(())
+}
+
+async fn encryption_key(
+    conn: &mut PgConnection,
+    s: &str,
+    id: Uuid,
+    event: EncryptionKeyEvent,
+    at: DateTime<Utc>,
+) -> Result<(), ProjectionError> {
+    use EncryptionKeyEvent as E;
+    let upd =
+        |assignment: &str| format!("UPDATE {s}.encryption_keys SET {assignment}, updated_at = $3 WHERE key_id = $1");
+    let (tenant_id, name, fingerprint, origin, with_private) = match event {
+        E::EncryptionKeyGenerated { tenant_id, name, fingerprint } => (tenant_id, name, fingerprint, "generated", true),
+        E::EncryptionKeyImported { tenant_id, name, fingerprint, with_private } => {
+            (tenant_id, name, fingerprint, "imported", with_private)
+        }
+        E::EncryptionKeyGranted { user_id } => {
+            let sql = upd("holders = array_append(array_remove(holders, $2), $2)");
+            return set(conn, sql, id, user_id, at).await;
+        }
+        E::EncryptionKeyGrantRevoked { user_id, .. } => {
+            return set(conn, upd("holders = array_remove(holders, $2)"), id, user_id, at).await;
+        }
+        E::EncryptionKeyExported { .. } => return set(conn, upd("last_exported_at = $2"), id, at, at).await,
+        E::EncryptionKeyRenamed { name } => return set(conn, upd("name = $2"), id, name, at).await,
+        E::EncryptionKeyDestroyed => {
+            return set(conn, upd("destroyed_at = $2, holders = '{}'"), id, at, at).await;
+        }
+    };
+    sqlx::query(&format!(
+        "INSERT INTO {s}.encryption_keys (key_id, tenant_id, name, fingerprint, origin, with_private, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (key_id) DO NOTHING"
+    ))
+    .bind(id)
+    .bind(tenant_id)
+    .bind(name)
+    .bind(fingerprint)
+    .bind(origin)
+    .bind(with_private)
+    .bind(at)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
