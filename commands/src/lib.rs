@@ -7,6 +7,7 @@ pub mod admin;
 pub mod clock;
 pub mod credentials;
 pub mod delivery;
+pub mod key_store;
 pub mod log;
 pub mod metrics;
 pub mod secrets;

@@ -214,6 +214,7 @@ impl Admin {
             Some(hash) => hash.clone(),
             None => credentials::dummy_hash().await.to_owned(),
         };
+        let password = request.password.clone();
         let verified = credentials::verify_password(request.password, checked).await;
         let failure = match &user {
             None => Some(SignInFailure::UnknownUser),
@@ -265,6 +266,7 @@ impl Admin {
         .meta(user.tenant_id());
         meta.correlation_id = Some(session_id);
         self.run(&self.sessions, session_id, start, meta).await.map_err(unavailable)?;
+        self.unlock_keys(&user, password, session_id, expires_at).await;
         Ok(SignedIn {
             session_id,
             token: token.text,
@@ -549,7 +551,10 @@ impl Admin {
                 for old in [Some(secret), user.password()].into_iter().flatten() {
                     let _ = self.secrets.destroy(old).await;
                 }
-                Ok(())
+                let mut meta = CommandMeta::by(Actor::User(user_id));
+                meta.tenant_id = user.tenant_id();
+                meta.source_addr = source;
+                self.discard_user_keys(user_id, meta).await
             }
             Err(e) => {
                 let _ = self.secrets.destroy(new).await;

@@ -36,7 +36,9 @@ impl Admin {
         command: TenantCommand,
     ) -> Result<Done, AdminError> {
         let permission = match &command {
-            TenantCommand::SetFileEncryption { .. } => Permission::ManageEncryptionKeys,
+            TenantCommand::SetFileEncryption { .. }
+            | TenantCommand::UseEncryptionKey { .. }
+            | TenantCommand::ForgetEncryptionKey { .. } => Permission::ManageEncryptionKeys,
             TenantCommand::SetAudioFormat { .. } => Permission::ManageStorage,
             TenantCommand::SetRetentionPolicy { .. } => Permission::ManageRetention,
             _ => Permission::ConfigureSystem,
@@ -56,6 +58,11 @@ impl Admin {
                 "impersonation cannot require a verification code: no e-mail or SMS delivery is configured".to_owned(),
             ));
         }
+        // The key's facts are looked up here, whatever the caller said.
+        let command = match command {
+            TenantCommand::UseEncryptionKey { key_id, .. } => self.use_key_command(tenant_id, key_id).await?,
+            other => other,
+        };
         Ok(Done::of(self.run(&self.tenants, tenant_id, command, ctx.meta(Some(tenant_id))).await?))
     }
 

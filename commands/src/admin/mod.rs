@@ -6,6 +6,7 @@
 mod auth;
 mod bootstrap;
 mod config;
+mod keys;
 mod request;
 mod users;
 
@@ -19,6 +20,7 @@ use recall_domain::api_token::ApiToken;
 use recall_domain::call::Call;
 use recall_domain::custom_field::CustomField;
 use recall_domain::device::Device;
+use recall_domain::encryption_key::EncryptionKey;
 use recall_domain::evaluation_form::EvaluationForm;
 use recall_domain::failed_attempt::{FailedAttempt, FailedAttemptCommand, RefusalKind};
 use recall_domain::field_visibility::FieldVisibility;
@@ -35,12 +37,14 @@ use uuid::Uuid;
 
 pub use auth::{AuthError, Principal, SignInError, SignInRequest, SignedIn};
 pub use bootstrap::DEFAULT_TENANT;
+pub use keys::EncryptionKeyRequest;
 pub use request::{
     AdminCommand, EvaluationFormRequest, GroupRequest, NewUser, RoleRequest, StorageSettings, StorageTargetRequest,
     UserRequest,
 };
 
 use crate::delivery::CodeDelivery;
+use crate::key_store::KeyStore;
 use crate::log::EventLog;
 use crate::secrets::{SecretError, SecretStore};
 use crate::service::{CommandError, CommandService, Receipt};
@@ -218,7 +222,10 @@ pub struct Admin {
     pub(crate) forms: CommandService<EvaluationForm>,
     pub(crate) attempts: CommandService<FailedAttempt>,
     pub(crate) api_tokens: CommandService<ApiToken>,
+    pub(crate) keys: CommandService<EncryptionKey>,
     pub(crate) index: WriteIndex,
+    pub(crate) key_store: KeyStore,
+    pub(crate) keyring: keys::Keyring,
     pub(crate) secrets: SecretStore,
     pub(crate) config: AdminConfig,
     pub(crate) delivery: Arc<dyn CodeDelivery>,
@@ -250,7 +257,10 @@ impl Admin {
             forms: CommandService::new(log.clone(), ()),
             attempts: CommandService::new(log.clone(), ()),
             api_tokens: CommandService::new(log.clone(), ()),
+            keys: CommandService::new(log.clone(), ()),
             index: WriteIndex::new(log.pool().clone()),
+            key_store: KeyStore::new(log.pool().clone()),
+            keyring: keys::Keyring::default(),
             secrets,
             config,
             delivery,
@@ -316,6 +326,7 @@ impl Admin {
                 self.issue_api_token(&ctx, token_id, user_id, name, expires_in_days).await
             }
             AdminCommand::RevokeApiToken { token_id } => self.revoke_api_token(&ctx, token_id).await,
+            AdminCommand::EncryptionKey { key_id, request } => self.encryption_key(&ctx, key_id, request).await,
         }
     }
 

@@ -89,6 +89,11 @@ pub enum AdminCommand {
     RevokeApiToken {
         token_id: Uuid,
     },
+    /// A tenant's file-encryption key: generate, import, grant, revoke, export, rename, activate, destroy.
+    EncryptionKey {
+        key_id: Uuid,
+        request: super::EncryptionKeyRequest,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -303,6 +308,7 @@ impl AdminCommand {
             Self::CustomField { command, .. } => format!("CustomField.{}", variant_name(command)),
             Self::FieldVisibility { command } => format!("FieldVisibility.{}", variant_name(command)),
             Self::EvaluationForm { request, .. } => format!("EvaluationForm.{}", variant_name(request)),
+            Self::EncryptionKey { request, .. } => format!("EncryptionKey.{}", variant_name(request)),
             other => variant_name(other),
         }
     }
@@ -328,6 +334,7 @@ impl AdminCommand {
             }
             Self::EvaluationForm { form_id, .. } => format!("EvaluationForm/{form_id}"),
             Self::IssueApiToken { token_id, .. } | Self::RevokeApiToken { token_id } => format!("ApiToken/{token_id}"),
+            Self::EncryptionKey { key_id, .. } => format!("EncryptionKey/{key_id}"),
         }
     }
 }

@@ -227,10 +227,15 @@ impl Admin {
             UserRequest::SetScreenRecordingLogin { login } => UserCommand::SetScreenRecordingLogin { login },
             UserRequest::SetLicences { licences } => UserCommand::SetLicences { licences },
         };
+        let is_reset = matches!(command, UserCommand::SetPassword { .. });
         let result = self.run(&self.users, user_id, command, ctx.meta(tenant_id)).await;
         // The secret that lost its place is destroyed: the new one if the change failed, else the old one.
         self.forget(if result.is_ok() { replaced } else { stored }).await;
-        Ok(Done { receipts: vec![result?], issued })
+        let receipt = result?;
+        if is_reset {
+            self.discard_user_keys(user_id, ctx.meta(tenant_id)).await?;
+        }
+        Ok(Done { receipts: vec![receipt], issued })
     }
 
     pub(super) async fn change_own_password(
@@ -252,9 +257,11 @@ impl Admin {
         };
         let hash =
             self.secrets.get(old).await?.and_then(|hash| String::from_utf8(hash.to_vec()).ok()).unwrap_or_default();
+        let current_copy = current.clone();
         if !credentials::verify_password(current, hash).await {
             return Err(AdminError::Invalid("the current password is wrong".to_owned()));
         }
+        let resealed = self.reseal_user_key(&user, &current_copy, &new).await?;
         let secret = self.store_password(new, user.username(), user.tenant_id(), user.user_id()).await?;
         let result = self
             .run(
@@ -265,7 +272,9 @@ impl Admin {
             )
             .await;
         self.forget(if result.is_ok() { Some(old) } else { Some(secret) }).await;
-        Ok(Done::of(result?))
+        let receipt = result?;
+        self.store_resealed(user.user_id(), resealed).await;
+        Ok(Done::of(receipt))
     }
 
     pub(super) async fn terminate_session(&self, ctx: &Ctx<'_>, session_id: Uuid) -> Result<Done, AdminError> {
@@ -279,7 +288,9 @@ impl Admin {
         } else {
             SessionCommand::TerminateSession { at: now() }
         };
-        Ok(Done::of(self.run(&self.sessions, session_id, command, ctx.meta(session.tenant_id())).await?))
+        let receipt = self.run(&self.sessions, session_id, command, ctx.meta(session.tenant_id())).await?;
+        self.keyring.forget_session(session_id);
+        Ok(Done::of(receipt))
     }
 
     pub(super) async fn revoke_device(&self, ctx: &Ctx<'_>, device_id: Uuid) -> Result<Done, AdminError> {
