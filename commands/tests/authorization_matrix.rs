@@ -172,7 +172,8 @@ async fn command_for(world: &World, kind: Kind, rel: Rel) -> AdminCommand {
     match kind {
         Kind::RenameTenant => tenant_command(TenantCommand::RenameTenant { name: unique("Tenant") }),
         Kind::SetTenantAudioFormat => tenant_command(TenantCommand::SetAudioFormat { format: AudioFormat::WavStereo }),
-        Kind::SetTenantFileEncryption => tenant_command(TenantCommand::SetFileEncryption { enabled: true }),
+        // Switching it on needs an active key first (tests/keys.rs); switching it off asks the same right.
+        Kind::SetTenantFileEncryption => tenant_command(TenantCommand::SetFileEncryption { enabled: false }),
         Kind::SetTenantRetention => tenant_command(TenantCommand::SetRetentionPolicy {
             policy: RetentionPolicy { recordings_days: Some(400), audit_days: 800 },
         }),
