@@ -561,6 +561,7 @@ async fn serve_on(
     let options = recall_graphql::ApiOptions {
         introspection: !api.no_introspection,
         secure_cookies: api.secure_cookies,
+        recordings_dir: recall_graphql::recordings::RecordingsDir(Some(data_dir.join("recordings"))),
         ..recall_graphql::ApiOptions::default()
     };
     let app = recall_graphql::router(recall_graphql::ApiState {

@@ -137,6 +137,18 @@ pub enum CallCommand {
         lost: String,
         reason: String,
     },
+    /// Someone played back or downloaded the stored recording (the envelope says who).
+    RecordAccess {
+        access: RecordingAccess,
+    },
+}
+
+/// What a user did with a stored recording, for the audit trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordingAccess {
+    Playback,
+    Download,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -181,6 +193,9 @@ pub enum CallEvent {
         lost: String,
         reason: String,
     },
+    RecordingAccessed {
+        access: RecordingAccess,
+    },
 }
 
 impl DomainEvent for CallEvent {
@@ -195,6 +210,7 @@ impl DomainEvent for CallEvent {
             Self::CallEnded { .. } => "CallEnded",
             Self::RecordingStored { .. } => "RecordingStored",
             Self::RecordingFailed { .. } => "RecordingFailed",
+            Self::RecordingAccessed { .. } => "RecordingAccessed",
         }
     }
 
@@ -229,6 +245,8 @@ pub enum CallError {
     InvalidParticipant,
     #[error("say what was lost and why, in 1 to 2000 characters each")]
     InvalidFailure,
+    #[error("this call has no stored recording")]
+    NotStored,
 }
 
 impl Call {
@@ -427,6 +445,15 @@ impl Aggregate for Call {
                 }
                 Ok(vec![CallEvent::RecordingFailed { lost, reason }])
             }
+            CallCommand::RecordAccess { access } => {
+                if !self.exists() {
+                    return Err(CallError::NotFound);
+                }
+                if self.stored.is_none() {
+                    return Err(CallError::NotStored);
+                }
+                Ok(vec![CallEvent::RecordingAccessed { access }])
+            }
         }
     }
 
@@ -450,7 +477,7 @@ impl Aggregate for Call {
             CallEvent::RecordingPaused { at } => self.paused_at = Some(at),
             CallEvent::RecordingResumed { .. } => self.paused_at = None,
             CallEvent::DtmfReceived { at, .. } => self.last_dtmf_at = Some(at),
-            CallEvent::RecordingFailed { .. } => {}
+            CallEvent::RecordingFailed { .. } | CallEvent::RecordingAccessed { .. } => {}
             CallEvent::CallEnded { at, .. } => {
                 self.ended_at = Some(at);
                 self.paused_at = None;
@@ -513,6 +540,25 @@ mod tests {
 
     fn started(extension: Option<&str>, user_id: Option<Uuid>) -> Vec<CallEvent> {
         vec![CallEvent::CallStarted { call_id: CALL, start: start(extension, user_id) }]
+    }
+
+    #[test]
+    fn playback_and_download_are_recorded_only_for_a_stored_recording() {
+        let access = || CallCommand::RecordAccess { access: RecordingAccess::Playback };
+        assert_eq!(when::<Call>([], access(), &()), Err(CallError::NotFound));
+        assert_eq!(when::<Call>(started(None, None), access(), &()), Err(CallError::NotStored));
+        let mut stored = started(None, None);
+        let recording: StoredRecording = serde_json::from_value(serde_json::json!({
+            "storage_target_id": null, "location": "t/c.mp3", "format": "mp3_stereo32", "size_bytes": 1,
+            "duration_ms": 1, "sha256": "ab".repeat(32)
+        }))
+        .expect("a stored recording");
+        stored.push(CallEvent::RecordingStored { recording });
+        let download = CallCommand::RecordAccess { access: RecordingAccess::Download };
+        assert_eq!(
+            when::<Call>(stored, download, &()),
+            Ok(vec![CallEvent::RecordingAccessed { access: RecordingAccess::Download }])
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod explorer;
 mod mutation;
 pub mod page;
 pub mod query;
+pub mod recordings;
 pub mod scope;
 pub mod subscription;
 pub mod types;
@@ -40,11 +41,18 @@ pub struct ApiOptions {
     pub secure_cookies: bool,
     /// How long a mutation waits for the projections to show its effect.
     pub read_your_writes: Duration,
+    /// Where recordings of tenants without a storage target are kept (played back from there).
+    pub recordings_dir: recordings::RecordingsDir,
 }
 
 impl Default for ApiOptions {
     fn default() -> Self {
-        Self { introspection: true, secure_cookies: false, read_your_writes: Duration::from_secs(5) }
+        Self {
+            introspection: true,
+            secure_cookies: false,
+            read_your_writes: Duration::from_secs(5),
+            recordings_dir: recordings::RecordingsDir::default(),
+        }
     }
 }
 
@@ -60,7 +68,13 @@ pub struct ApiState {
 }
 
 #[derive(MergedObject, Default, Debug)]
-pub struct Query(HealthQuery, query::directory::DirectoryQuery, query::calls::CallsQuery, query::audit::AuditQuery);
+pub struct Query(
+    HealthQuery,
+    query::directory::DirectoryQuery,
+    query::calls::CallsQuery,
+    query::audit::AuditQuery,
+    query::keys::KeysQuery,
+);
 
 pub type RecallSchema = Schema<Query, Mutation, subscription::Subscription>;
 
@@ -90,8 +104,13 @@ struct App {
     state: ApiState,
 }
 
-/// The HTTP routes: `POST /graphql`, the explorer (`GET /graphql`, `GET /graphql/assets/{file}`), `GET /metrics`.
+/// The HTTP routes: `POST /graphql`, the explorer (`GET /graphql`, `GET /graphql/assets/{file}`), `GET /metrics`,
+/// and the recordings (`GET /recordings/{call}/audio`, `GET /recordings/{call}/download`).
 pub fn router(state: ApiState) -> Router {
+    let recordings = Router::new()
+        .route("/recordings/{call}/audio", get(recordings::audio))
+        .route("/recordings/{call}/download", get(recordings::download))
+        .with_state(state.clone());
     let app = App { schema: schema(state.clone()), state };
     Router::new()
         .route("/graphql", post(graphql))
@@ -99,6 +118,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(app)
+        .merge(recordings)
         .merge(explorer::routes())
 }
 

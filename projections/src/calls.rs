@@ -158,7 +158,7 @@ async fn update(
     event: CallEvent,
 ) -> Result<(), ProjectionError> {
     let (sql, binds): (String, Vec<Bind>) = match event {
-        CallEvent::CallStarted { .. } => return Ok(()),
+        CallEvent::CallStarted { .. } | CallEvent::RecordingAccessed { .. } => return Ok(()),
         CallEvent::CallAssigned { user_id, extension, .. } => (
             format!("UPDATE {s}.calls SET user_id = $2, extension = $3, assigned_at = $4 WHERE call_id = $1"),
             vec![Bind::Id(Some(user_id)), Bind::Text(extension), Bind::Time(recorded_at)],

@@ -7,6 +7,7 @@ mod auth;
 mod bootstrap;
 mod config;
 mod keys;
+mod recordings;
 mod request;
 mod users;
 
@@ -38,6 +39,7 @@ use uuid::Uuid;
 pub use auth::{AuthError, Principal, SignInError, SignInRequest, SignedIn};
 pub use bootstrap::DEFAULT_TENANT;
 pub use keys::EncryptionKeyRequest;
+pub use recordings::RecordingAccess;
 pub use request::{
     AdminCommand, EvaluationFormRequest, GroupRequest, NewUser, RoleRequest, StorageSettings, StorageTargetRequest,
     UserRequest,
@@ -226,6 +228,7 @@ pub struct Admin {
     pub(crate) index: WriteIndex,
     pub(crate) key_store: KeyStore,
     pub(crate) keyring: keys::Keyring,
+    pub(crate) accesses: recordings::RecentAccesses,
     pub(crate) secrets: SecretStore,
     pub(crate) config: AdminConfig,
     pub(crate) delivery: Arc<dyn CodeDelivery>,
@@ -261,6 +264,7 @@ impl Admin {
             index: WriteIndex::new(log.pool().clone()),
             key_store: KeyStore::new(log.pool().clone()),
             keyring: keys::Keyring::default(),
+            accesses: recordings::RecentAccesses::default(),
             secrets,
             config,
             delivery,

@@ -4,6 +4,7 @@
 
 mod admin;
 mod config;
+mod keys;
 mod session;
 mod users;
 
@@ -18,7 +19,13 @@ use crate::query::directory::{CustomField, EvaluationForm, Group, Role, StorageT
 use crate::ApiState;
 
 #[derive(MergedObject, Default, Debug)]
-pub struct Mutation(session::SessionMutation, admin::AdminMutation, users::UserMutation, config::ConfigMutation);
+pub struct Mutation(
+    session::SessionMutation,
+    admin::AdminMutation,
+    users::UserMutation,
+    config::ConfigMutation,
+    keys::KeysMutation,
+);
 
 /// The id given for a new thing (so a retried request cannot create twice), or a new one.
 fn new_id(id: Option<Uuid>) -> Uuid {
@@ -40,6 +47,7 @@ pub enum Changed {
     FieldVisibility,
     EvaluationForm,
     ApiToken,
+    EncryptionKey,
 }
 
 /// What a mutation did.
@@ -53,7 +61,7 @@ pub struct MutationResult {
     pub position: Option<u64>,
     /// Whether the projections showed the change before the mutation returned.
     pub visible: bool,
-    /// A token handed out once (a password reset link's), shown only in this answer.
+    /// What is handed out once (a password reset link's token, an exported key's PEM), shown only here.
     pub issued_token: Option<String>,
 }
 
@@ -102,6 +110,15 @@ impl MutationResult {
             return Ok(None);
         }
         crate::query::calls::CallsQuery.call_by_id(ctx, self.id).await
+    }
+    async fn encryption_key(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<crate::query::keys::EncryptionKey>> {
+        if self.changed != Changed::EncryptionKey {
+            return Ok(None);
+        }
+        crate::query::keys::KeysQuery.encryption_key_by_id(ctx, self.id).await
     }
     async fn evaluation_form(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<EvaluationForm>> {
         if self.changed != Changed::EvaluationForm {

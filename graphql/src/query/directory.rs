@@ -77,6 +77,7 @@ pub struct Tenant {
     updated_at: DateTime<Utc>,
     recording_networks: Vec<String>,
     sip_domains: Vec<String>,
+    encryption_key_id: Option<Uuid>,
 }
 
 /// How long a tenant's data is kept.
@@ -115,6 +116,10 @@ impl Tenant {
     }
     async fn file_encryption(&self) -> bool {
         self.file_encryption
+    }
+    /// The key new recordings are encrypted with (older files keep the key they were written with).
+    async fn encryption_key_id(&self) -> Option<Uuid> {
+        self.encryption_key_id
     }
     async fn audio_format(&self) -> Option<AudioFormatGql> {
         gql::<recall_domain::recording_policy::AudioFormat, _>(&self.audio_format)
@@ -765,7 +770,8 @@ impl DirectoryQuery {
 const TENANT_COLUMNS: &str =
     "t.tenant_id, t.name, t.timezone, t.default_record, t.default_direction, t.unassigned_calls, \
      t.storage_option, t.file_encryption, t.audio_format, t.recordings_days, t.audit_days, \
-     t.impersonation_verification, t.active, t.created_at, t.updated_at, t.recording_networks, t.sip_domains";
+     t.impersonation_verification, t.active, t.created_at, t.updated_at, t.recording_networks, t.sip_domains, \
+     t.encryption_key_id";
 
 #[Object]
 impl DirectoryQuery {

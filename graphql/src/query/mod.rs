@@ -3,3 +3,4 @@
 pub mod audit;
 pub mod calls;
 pub mod directory;
+pub mod keys;

@@ -1,0 +1,375 @@
+//! Recordings over HTTP: `GET /recordings/{call}/audio` streams a call's audio for playback (HTTP Range, so
+//! a browser's audio element can seek) and `GET /recordings/{call}/download` the same file as an attachment.
+//! Encrypted files are decrypted chunk by chunk with the tenant key opened from the viewer's grant; nothing
+//! decrypted is written anywhere, and a chunk that does not authenticate ends the response. Who may hear a
+//! call is what the calls query lets them see, plus the playback or download permission.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::{stream, StreamExt, TryStreamExt};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
+use recall_commands::admin::{AdminError, RecordingAccess};
+use recall_commands::storage_probe::object_store_for;
+use recall_crypto::file::{FileHeader, FileOpener, PlainFile, Termination};
+use recall_domain::access::Permission;
+use serde::Deserialize;
+use sqlx::QueryBuilder;
+use uuid::Uuid;
+
+use crate::auth::{self, Viewer};
+use crate::error::ApiError;
+use crate::{scope, ApiState};
+
+/// Bytes read at a file's start: an encrypted file's whole header (at most 4 KiB) or a plain file's magic.
+const HEAD_BYTES: u64 = 4096;
+
+/// What the calls read model keeps of a stored recording (the log's `RecordingStored`).
+#[derive(Debug, Deserialize)]
+struct Stored {
+    storage_target_id: Option<Uuid>,
+    location: String,
+    format: String,
+    #[serde(default)]
+    encryption: Option<StoredEncryption>,
+}
+
+#[derive(Debug, Deserialize)]
+struct StoredEncryption {
+    key_id: Uuid,
+    #[serde(default)]
+    unterminated_chunks: Option<u64>,
+}
+
+/// An answer that is not audio: a status and a sentence.
+#[derive(Debug)]
+struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut response = (self.0, self.1).into_response();
+        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+}
+
+impl From<ApiError> for Refusal {
+    fn from(error: ApiError) -> Self {
+        let status = match &error {
+            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self(status, error.message())
+    }
+}
+
+impl From<AdminError> for Refusal {
+    fn from(error: AdminError) -> Self {
+        ApiError::from(error).into()
+    }
+}
+
+fn unavailable(what: &str, error: impl std::fmt::Display) -> Refusal {
+    tracing::warn!(error = %error, "{what}");
+    Refusal(StatusCode::SERVICE_UNAVAILABLE, format!("{what}; try again later"))
+}
+
+fn tampered(call_id: Uuid, error: impl std::fmt::Display) -> Refusal {
+    tracing::error!(%call_id, error = %error, "a stored recording does not authenticate");
+    Refusal(StatusCode::INTERNAL_SERVER_ERROR, "the stored recording is damaged or was altered".to_owned())
+}
+
+/// Where recordings of tenants without a storage target are (`<data-dir>/recordings`), when this process
+/// knows.
+#[derive(Debug, Clone, Default)]
+pub struct RecordingsDir(pub Option<PathBuf>);
+
+pub(crate) async fn audio(State(state): State<ApiState>, Path(call_id): Path<String>, request: Request) -> Response {
+    serve(state, call_id, request, RecordingAccess::Playback).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+pub(crate) async fn download(State(state): State<ApiState>, Path(call_id): Path<String>, request: Request) -> Response {
+    serve(state, call_id, request, RecordingAccess::Download).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn serve(
+    state: ApiState,
+    call_id: String,
+    request: Request,
+    access: RecordingAccess,
+) -> Result<Response, Refusal> {
+    let call_id = Uuid::parse_str(&call_id).map_err(|_| Refusal(StatusCode::NOT_FOUND, "no such call".to_owned()))?;
+    let source = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+    let headers = request.headers().clone();
+    let request_auth =
+        auth::authenticate(&state.admin, auth::token_from(&headers), source, auth::device_from(&headers)).await;
+    let viewer = match request_auth.viewer {
+        Ok(Some(viewer)) => viewer,
+        Ok(None) => return Err(ApiError::not_signed_in().into()),
+        Err(e) => return Err(e.into()),
+    };
+    if viewer.principal.must_change_password && viewer.principal.caller.impersonator.is_none() {
+        return Err(Refusal(StatusCode::FORBIDDEN, "change your password first".to_owned()));
+    }
+    viewer.require(match access {
+        RecordingAccess::Playback => Permission::PlaybackCalls,
+        RecordingAccess::Download => Permission::DownloadCalls,
+    })?;
+    let (tenant_id, stored) = visible_recording(&state, &viewer, call_id).await?;
+    let store = store_for(&state, tenant_id, stored.storage_target_id).await?;
+    let location = ObjectPath::from(stored.location.as_str());
+    let size = match store.head(&location).await {
+        Ok(meta) => meta.size,
+        Err(object_store::Error::NotFound { .. }) => {
+            tracing::error!(%call_id, location = %stored.location, "a stored recording is missing from its storage target");
+            return Err(Refusal(StatusCode::NOT_FOUND, "the recording file is missing from its storage".to_owned()));
+        }
+        Err(e) => return Err(unavailable("the recording's storage does not answer", e)),
+    };
+    let head = read(store.as_ref(), &location, 0..size.min(HEAD_BYTES)).await?;
+    let source = if FileHeader::is_encrypted(&head) {
+        let plain = open_encrypted(&state, &viewer, call_id, &stored, store.as_ref(), &location, &head, size).await?;
+        Source::Encrypted(Arc::new(plain))
+    } else if stored.encryption.is_some() {
+        return Err(tampered(call_id, "the log says encrypted, the stored file is not"));
+    } else {
+        Source::Plain(size)
+    };
+    let len = source.len();
+    let asked = match requested_range(&headers, len) {
+        Ok(asked) => asked,
+        Err(()) => {
+            let mut refusal =
+                Refusal(StatusCode::RANGE_NOT_SATISFIABLE, format!("the recording has {len} bytes")).into_response();
+            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                refusal.headers_mut().insert(header::CONTENT_RANGE, value);
+            }
+            return Ok(refusal);
+        }
+    };
+    let range = asked.clone().unwrap_or(0..len);
+    state.admin.record_recording_access(&viewer.principal.caller, call_id, access).await?;
+    let body = match source {
+        Source::Plain(_) => plain_body(store, location, range.clone()),
+        Source::Encrypted(plain) => encrypted_body(store, location, plain, call_id, range.clone()),
+    };
+    let mut response = Response::new(body);
+    let h = response.headers_mut();
+    let content_type = if stored.format.starts_with("wav") { "audio/wav" } else { "audio/mpeg" };
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(range.end - range.start));
+    if access == RecordingAccess::Download {
+        let extension = if stored.format.starts_with("wav") { "wav" } else { "mp3" };
+        if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"call-{call_id}.{extension}\"")) {
+            h.insert(header::CONTENT_DISPOSITION, value);
+        }
+    }
+    if asked.is_some() {
+        if let Ok(value) = HeaderValue::from_str(&format!("bytes {}-{}/{len}", range.start, range.end - 1)) {
+            h.insert(header::CONTENT_RANGE, value);
+        }
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+    }
+    Ok(response)
+}
+
+enum Source {
+    Plain(u64),
+    Encrypted(Arc<PlainFile>),
+}
+
+impl Source {
+    fn len(&self) -> u64 {
+        match self {
+            Self::Plain(len) => *len,
+            Self::Encrypted(plain) => plain.len(),
+        }
+    }
+}
+
+/// The call's tenant and stored recording, if the viewer may see the call (else "no such recording", so
+/// nobody learns what exists outside their scope).
+async fn visible_recording(state: &ApiState, viewer: &Viewer, call_id: Uuid) -> Result<(Uuid, Stored), Refusal> {
+    let mut qb = QueryBuilder::new("SELECT c.tenant_id, c.recording FROM rm_calls.calls c WHERE c.call_id = ");
+    qb.push_bind(call_id);
+    scope::calls(&mut qb, viewer, "c", "rm_directory")?;
+    let row: Option<(Uuid, Option<serde_json::Value>)> = qb
+        .build_query_as()
+        .fetch_optional(state.log.pool())
+        .await
+        .map_err(|e| unavailable("the calls cannot be read", e))?;
+    let not_found = || Refusal(StatusCode::NOT_FOUND, "no such recording".to_owned());
+    let (tenant_id, recording) = row.ok_or_else(not_found)?;
+    let stored: Stored = serde_json::from_value(recording.ok_or_else(not_found)?).map_err(|e| {
+        tracing::error!(%call_id, error = %e, "a stored recording in the calls read model cannot be read");
+        Refusal(StatusCode::INTERNAL_SERVER_ERROR, "the recording's record cannot be read".to_owned())
+    })?;
+    Ok((tenant_id, stored))
+}
+
+async fn store_for(state: &ApiState, tenant_id: Uuid, target: Option<Uuid>) -> Result<Arc<dyn ObjectStore>, Refusal> {
+    match target {
+        Some(target_id) => {
+            let resolved = state.admin.resolve_storage_target(tenant_id, target_id).await?;
+            object_store_for(&resolved).map_err(|e| {
+                Refusal(
+                    StatusCode::NOT_IMPLEMENTED,
+                    format!("recordings cannot be read back from this storage target: {e}"),
+                )
+            })
+        }
+        None => {
+            let dir = state.options.recordings_dir.0.clone().ok_or_else(|| {
+                Refusal(StatusCode::NOT_FOUND, "this server does not hold the installation's recordings".to_owned())
+            })?;
+            let store = LocalFileSystem::new_with_prefix(&dir)
+                .map_err(|e| unavailable("the recordings directory cannot be opened", e))?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+async fn read(store: &dyn ObjectStore, location: &ObjectPath, range: Range<u64>) -> Result<Bytes, Refusal> {
+    if range.is_empty() {
+        return Ok(Bytes::new());
+    }
+    store.get_range(location, range).await.map_err(|e| unavailable("the recording's storage does not answer", e))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn open_encrypted(
+    state: &ApiState,
+    viewer: &Viewer,
+    call_id: Uuid,
+    stored: &Stored,
+    store: &dyn ObjectStore,
+    location: &ObjectPath,
+    head: &[u8],
+    size: u64,
+) -> Result<PlainFile, Refusal> {
+    let header = FileHeader::parse(head).map_err(|e| tampered(call_id, e))?;
+    if header.recording_id() != call_id || stored.encryption.as_ref().is_some_and(|e| e.key_id != header.key_id()) {
+        return Err(tampered(call_id, "the file's header names another recording or key"));
+    }
+    let tenant_key = state.admin.open_tenant_key(&viewer.principal.caller, header.key_id()).await?;
+    let unwrap_header = header.clone();
+    let data_key = tokio::task::spawn_blocking(move || unwrap_header.unwrap_key(&tenant_key))
+        .await
+        .map_err(|e| unavailable("the recording's key could not be unwrapped", e))?
+        .map_err(|e| tampered(call_id, e))?;
+    let termination = match stored.encryption.as_ref().and_then(|e| e.unterminated_chunks) {
+        Some(chunks) => Termination::Unterminated { chunks },
+        None => Termination::from_tail(&read(store, location, size.saturating_sub(4)..size).await?)
+            .map_err(|e| tampered(call_id, e))?,
+    };
+    let opener = FileOpener::new(header, &data_key, size, termination).map_err(|e| tampered(call_id, e))?;
+    let last = match opener.final_chunk_range() {
+        Some(range) => Some(read(store, location, range).await?),
+        None => None,
+    };
+    opener.open(last.as_deref()).map_err(|e| tampered(call_id, e))
+}
+
+/// The one range asked for (`bytes=a-b`, `bytes=a-`, `bytes=-n`), or `None` for the whole file. Several
+/// ranges or a malformed header get the whole file (RFC 9110 lets a server ignore Range); a range that
+/// starts past the end is `Err` (416).
+fn requested_range(headers: &HeaderMap, len: u64) -> Result<Option<Range<u64>>, ()> {
+    let Some(spec) =
+        headers.get(header::RANGE).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().strip_prefix("bytes="))
+    else {
+        return Ok(None);
+    };
+    let Some((first, last)) = spec.split_once('-').filter(|_| !spec.contains(',')) else { return Ok(None) };
+    let (first, last) = (first.trim(), last.trim());
+    let range = match (first.parse::<u64>().ok(), last.parse::<u64>().ok()) {
+        (Some(a), Some(b)) if a <= b => a..b.saturating_add(1).min(len),
+        (Some(a), None) if last.is_empty() => a..len,
+        (None, Some(n)) if first.is_empty() && n > 0 => len.saturating_sub(n)..len,
+        _ => return Ok(None),
+    };
+    if range.start >= len {
+        return Err(());
+    }
+    Ok(Some(range))
+}
+
+fn plain_body(store: Arc<dyn ObjectStore>, location: ObjectPath, range: Range<u64>) -> Body {
+    if range.is_empty() {
+        return Body::empty();
+    }
+    let stream = stream::once(async move {
+        let options = GetOptions { range: Some(GetRange::Bounded(range)), ..GetOptions::default() };
+        store.get_opts(&location, options).await.map(|result| result.into_stream())
+    })
+    .try_flatten();
+    Body::from_stream(stream)
+}
+
+fn encrypted_body(
+    store: Arc<dyn ObjectStore>,
+    location: ObjectPath,
+    plain: Arc<PlainFile>,
+    call_id: Uuid,
+    range: Range<u64>,
+) -> Body {
+    let reads = plain.reads(range);
+    let stream = stream::iter(reads).then(move |read| {
+        let (store, location, plain) = (store.clone(), location.clone(), plain.clone());
+        async move {
+            let sealed = match &read.sealed {
+                Some(r) => store.get_range(&location, r.clone()).await.map_err(std::io::Error::other)?,
+                None => Bytes::new(),
+            };
+            let bytes = plain.decrypt(&read, &sealed).map_err(|e| {
+                tracing::error!(%call_id, chunk = read.index, error = %e, "a recording's chunk does not authenticate");
+                std::io::Error::other(e)
+            })?;
+            Ok::<_, std::io::Error>(Bytes::copy_from_slice(&bytes))
+        }
+    });
+    Body::from_stream(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_range(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::RANGE, HeaderValue::from_str(value).expect("header"));
+        headers
+    }
+
+    #[test]
+    fn ranges_are_read_as_rfc_9110_says() {
+        assert_eq!(requested_range(&HeaderMap::new(), 1000), Ok(None));
+        assert_eq!(requested_range(&with_range("bytes=0-99"), 1000), Ok(Some(0..100)));
+        assert_eq!(requested_range(&with_range("bytes=0-"), 1000), Ok(Some(0..1000)));
+        assert_eq!(requested_range(&with_range("bytes=900-"), 1000), Ok(Some(900..1000)));
+        assert_eq!(requested_range(&with_range("bytes=-100"), 1000), Ok(Some(900..1000)));
+        assert_eq!(requested_range(&with_range("bytes=-5000"), 1000), Ok(Some(0..1000)));
+        assert_eq!(requested_range(&with_range("bytes=990-2000"), 1000), Ok(Some(990..1000)));
+        assert_eq!(requested_range(&with_range("bytes=1000-"), 1000), Err(()));
+        assert_eq!(requested_range(&with_range("bytes=0-1,5-9"), 1000), Ok(None));
+        assert_eq!(requested_range(&with_range("bytes=9-1"), 1000), Ok(None));
+        assert_eq!(requested_range(&with_range("items=0-1"), 1000), Ok(None));
+        assert_eq!(requested_range(&with_range("bytes=abc"), 1000), Ok(None));
+        assert_eq!(requested_range(&with_range("bytes=-0"), 1000), Ok(None));
+        assert_eq!(requested_range(&with_range("bytes=18446744073709551615-18446744073709551615"), 10), Err(()));
+    }
+}
