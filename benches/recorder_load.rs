@@ -279,6 +279,8 @@ fn run_call(datagrams: &[(Duration, usize, Vec<u8>)], seconds: u64, stage: Stage
                 object_path: "bench/call.mp3".to_owned(),
                 format: AudioFormat::Mp3Stereo32,
                 duration_ms: seconds * 1000,
+                sample_rate: None,
+                encryption: None,
             };
             let spooled = file.finish(meta)?;
             spool.remove(&spooled)?;

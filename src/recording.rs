@@ -2,8 +2,10 @@
 //! the rest of recall: the directory (tenants, extensions, storage targets) read from the read model and
 //! refreshed every second, the call log (the `Call` aggregate through the command service, actor
 //! `system:recorder:<node>`), and the storage targets as object stores (the installation's
-//! `<data-dir>/recordings` for tenants without one).
+//! `<data-dir>/recordings` for tenants without one). A tenant that encrypts its recordings is given its
+//! active public key from `tenant_keys`, parsed once and kept while the key stays active.
 
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
@@ -15,12 +17,13 @@ use object_store::local::LocalFileSystem;
 use object_store::ObjectStore;
 use recall_commands::admin::Admin;
 use recall_commands::{CommandError, CommandService};
+use recall_crypto::PublicKey;
 use recall_domain::call::{Call, CallCommand};
 use recall_domain::recording_policy::DefaultRecordingRule;
 use recall_domain::tenant::RecordingClients;
 use recall_domain::user::RecordingSettings;
 use recall_domain::CommandMeta;
-use recall_recorder::directory::{Directory, ExtensionOwner, TenantProfile};
+use recall_recorder::directory::{Directory, Encryption, ExtensionOwner, TenantProfile};
 use recall_recorder::outbox::{CallLog, DeliveryError};
 use recall_recorder::server::{Recorder, RecorderConfig, RecorderMetrics, StorageResolver};
 use recall_recorder::upload::Backoff;
@@ -112,7 +115,8 @@ pub async fn start(wiring: Wiring<'_>, shutdown: CancellationToken) -> Result<(S
     let address = recorder.local_addr();
 
     let pool = admin.log().pool().clone();
-    let first = match load_directory(&pool).await {
+    let mut keys = TenantKeys::default();
+    let first = match load_directory(&pool, &mut keys).await {
         Ok(directory) => directory,
         Err(e) => {
             tracing::info!(error = %e, "the directory read model cannot be read yet; calls are refused until it can");
@@ -120,7 +124,7 @@ pub async fn start(wiring: Wiring<'_>, shutdown: CancellationToken) -> Result<(S
         }
     };
     let (directory_tx, directory) = watch::channel(Arc::new(first));
-    let mut tasks = vec![tokio::spawn(refresh_directory(pool, directory_tx, shutdown.clone()))];
+    let mut tasks = vec![tokio::spawn(refresh_directory(pool, keys, directory_tx, shutdown.clone()))];
 
     let recordings = data_dir.join("recordings");
     std::fs::create_dir_all(&recordings)
@@ -138,14 +142,19 @@ pub async fn start(wiring: Wiring<'_>, shutdown: CancellationToken) -> Result<(S
     Ok((address, tasks))
 }
 
-async fn refresh_directory(pool: PgPool, directory: watch::Sender<Arc<Directory>>, shutdown: CancellationToken) {
+async fn refresh_directory(
+    pool: PgPool,
+    mut keys: TenantKeys,
+    directory: watch::Sender<Arc<Directory>>,
+    shutdown: CancellationToken,
+) {
     let mut failing = false;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
-        match load_directory(&pool).await {
+        match load_directory(&pool, &mut keys).await {
             Ok(loaded) => {
                 if failing {
                     tracing::info!("the recorder reads the directory again");
@@ -171,8 +180,41 @@ fn parse_text<T: DeserializeOwned>(text: &str) -> Result<T> {
         .with_context(|| format!("unexpected value {text:?} in the directory read model"))
 }
 
-/// Tenants, their first active storage target, and users' extensions, from the directory read model.
-async fn load_directory(pool: &PgPool) -> Result<Directory> {
+/// Tenants' public keys as parsed: the directory is read every second, a key is parsed once and its `Arc`
+/// kept for as long as a tenant's active key id stays the same. `None`: the stored key does not parse.
+#[derive(Default)]
+struct TenantKeys(HashMap<Uuid, Option<Arc<PublicKey>>>);
+
+impl TenantKeys {
+    /// A tenant's file encryption from its read-model row: off, on with its active key, or unavailable
+    /// (switched on, but the key is missing, destroyed or unreadable).
+    fn encryption(&mut self, tenant: &str, enabled: bool, key_id: Option<Uuid>, der: Option<&[u8]>) -> Encryption {
+        if !enabled {
+            return Encryption::Off;
+        }
+        let (Some(key_id), Some(der)) = (key_id, der) else { return Encryption::Unavailable };
+        let parsed = self.0.entry(key_id).or_insert_with(|| match PublicKey::from_der(der) {
+            Ok(key) => Some(Arc::new(key)),
+            Err(e) => {
+                tracing::warn!(tenant, %key_id, error = %e, "a tenant's encryption key cannot be read; its calls are refused");
+                None
+            }
+        });
+        match parsed {
+            Some(key) => Encryption::On { key_id, key: key.clone() },
+            None => Encryption::Unavailable,
+        }
+    }
+
+    /// Forgets the keys no tenant has active any more.
+    fn keep_only(&mut self, active: &HashSet<Uuid>) {
+        self.0.retain(|key_id, _| active.contains(key_id));
+    }
+}
+
+/// Tenants, their first active storage target and encryption key, and users' extensions, from the directory
+/// read model (and `tenant_keys`, the public keys, which the read model names by id).
+async fn load_directory(pool: &PgPool, keys: &mut TenantKeys) -> Result<Directory> {
     let targets = sqlx::query(
         "SELECT DISTINCT ON (tenant_id) tenant_id, target_id FROM rm_directory.storage_targets
          WHERE state = 'active' ORDER BY tenant_id, created_at, target_id",
@@ -184,20 +226,29 @@ async fn load_directory(pool: &PgPool) -> Result<Directory> {
         targets.iter().find(|row| row.get::<Uuid, _>("tenant_id") == tenant).map(|row| row.get::<Uuid, _>("target_id"))
     };
     let rows = sqlx::query(
-        "SELECT tenant_id, name, active, default_record, default_direction, unassigned_calls, audio_format,
-                recording_networks, sip_domains FROM rm_directory.tenants",
+        "SELECT t.tenant_id, t.name, t.active, t.default_record, t.default_direction, t.unassigned_calls,
+                t.audio_format, t.recording_networks, t.sip_domains, t.file_encryption, t.encryption_key_id,
+                k.public_key
+           FROM rm_directory.tenants t
+           LEFT JOIN tenant_keys k ON k.key_id = t.encryption_key_id AND k.tenant_id = t.tenant_id",
     )
     .fetch_all(pool)
     .await
     .context("cannot read tenants")?;
     let mut tenants = Vec::with_capacity(rows.len());
+    let mut active_keys = HashSet::new();
     for row in rows {
         let tenant_id: Uuid = row.get("tenant_id");
+        let name: String = row.get("name");
         let networks: Vec<String> = row.get("recording_networks");
         let networks = networks.iter().filter_map(|n| n.parse().ok()).collect();
+        let key_id: Option<Uuid> = row.get("encryption_key_id");
+        let der: Option<Vec<u8>> = row.get("public_key");
+        let encryption = keys.encryption(&name, row.get("file_encryption"), key_id, der.as_deref());
+        active_keys.extend(key_id);
         tenants.push(TenantProfile {
             tenant_id,
-            name: row.get("name"),
+            name,
             active: row.get("active"),
             clients: RecordingClients { networks, sip_domains: row.get("sip_domains") },
             rule: DefaultRecordingRule {
@@ -207,8 +258,10 @@ async fn load_directory(pool: &PgPool) -> Result<Directory> {
             },
             format: parse_text(row.get("audio_format"))?,
             storage_target_id: target_of(tenant_id),
+            encryption,
         });
     }
+    keys.keep_only(&active_keys);
     let rows = sqlx::query(
         "SELECT tenant_id, user_id, record_mode, record_direction, extensions FROM rm_directory.users
          WHERE active AND tenant_id IS NOT NULL AND cardinality(extensions) > 0",
@@ -272,5 +325,32 @@ impl StorageResolver for Storage {
             let resolved = self.admin.resolve_storage_target(tenant_id, target_id).await.map_err(|e| e.to_string())?;
             recall_commands::storage_probe::object_store_for(&resolved).map_err(|e| e.to_string())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenant_key_is_parsed_once_and_shared_while_it_stays_active() {
+        let key = recall_crypto::PrivateKey::generate().expect("a key").public();
+        let (key_id, mut keys) = (Uuid::from_u128(1), TenantKeys::default());
+        let Encryption::On { key: first, .. } = keys.encryption("t", true, Some(key_id), Some(key.to_der())) else {
+            panic!("a readable key switches encryption on")
+        };
+        assert_eq!(*first, key);
+        // Read again (the next refresh): the same parsed key, whatever bytes come with the row.
+        let Encryption::On { key: again, .. } = keys.encryption("t", true, Some(key_id), Some(b"ignored")) else {
+            panic!("still on")
+        };
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(keys.encryption("t", false, Some(key_id), Some(key.to_der())), Encryption::Off);
+        assert_eq!(keys.encryption("t", true, None, None), Encryption::Unavailable, "switched on without a key");
+        assert_eq!(keys.encryption("t", true, Some(key_id), None), Encryption::Unavailable, "the key row is gone");
+        let other = Uuid::from_u128(2);
+        assert_eq!(keys.encryption("t", true, Some(other), Some(b"not DER")), Encryption::Unavailable);
+        keys.keep_only(&HashSet::from([other]));
+        assert!(!keys.0.contains_key(&key_id), "a key no tenant has active is forgotten");
     }
 }

@@ -55,6 +55,24 @@ pub struct StoredRecording {
     pub duration_ms: u64,
     /// Hex SHA-256 of the stored bytes.
     pub sha256: String,
+    /// How the file is encrypted; `None`: stored in plain (every recording stored before encryption was built).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<RecordingEncryption>,
+}
+
+/// An encrypted recording's facts a reader needs besides the tenant's private key: which key (the file's
+/// header names it too, but the log says which keys a recording needs without fetching it), the file
+/// format's version, and how a file whose writer died ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingEncryption {
+    /// The tenant key the recording's data key is wrapped with.
+    pub key_id: Uuid,
+    /// The encrypted file format's version (recall-crypto's `FORMAT_VERSION`).
+    pub format_version: u8,
+    /// `Some(k)` when the file was stored without its final chunk (recovered after a crash): it holds exactly
+    /// `k` sealed chunks, and a reader must be told so, since such a file has no footer to say where it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unterminated_chunks: Option<u64>,
 }
 
 /// Which way a call went, seen from the recorded party.
@@ -674,6 +692,7 @@ mod tests {
             size_bytes: 240_000,
             duration_ms: 60_000,
             sha256: sha.into(),
+            encryption: None,
         };
         let sha = "ab".repeat(32);
         let store = |sha: &str| CallCommand::RecordStoredRecording { recording: recording(sha) };
@@ -729,5 +748,28 @@ mod tests {
         let hostile = vec![Participant { name: None, aor: "sip:\u{0}@x".into() }];
         let refused = CallCommand::IdentifyParticipants { participants: hostile, extension: None, user_id: None };
         assert_eq!(when::<Call>(started(None, None), refused, &()), Err(CallError::InvalidParticipant));
+    }
+
+    #[test]
+    fn a_stored_recording_reads_from_events_written_before_encryption_and_round_trips_its_encryption() {
+        let old = r#"{"RecordingStored":{"recording":{"storage_target_id":null,"location":"t/c.wav","format":"wav_stereo",
+            "size_bytes":44,"duration_ms":0,"sha256":"00"}}}"#;
+        let CallEvent::RecordingStored { recording } = serde_json::from_str(old).expect("an old event") else {
+            panic!("not a RecordingStored")
+        };
+        assert_eq!(recording.encryption, None);
+        let plain = serde_json::to_value(&recording).expect("json");
+        assert!(plain.get("encryption").is_none(), "a plain recording is written as before: {plain}");
+
+        let encrypted = StoredRecording {
+            encryption: Some(RecordingEncryption {
+                key_id: Uuid::from_u128(0x4e7),
+                format_version: 1,
+                unterminated_chunks: Some(3),
+            }),
+            ..recording
+        };
+        let text = serde_json::to_string(&encrypted).expect("json");
+        assert_eq!(serde_json::from_str::<StoredRecording>(&text).expect("reads back"), encrypted);
     }
 }

@@ -306,6 +306,7 @@ async fn a_calls_end_pauses_digits_and_stored_file_are_read_back(pool: PgPool) {
                 size_bytes: 960_000,
                 duration_ms: 30_000,
                 sha256: "1a".repeat(32),
+                encryption: None,
             },
         },
     ] {

@@ -1,6 +1,8 @@
 //! The calls read model (`rm_calls.calls`): one row per recorded call, with its tenant, direction, parties,
 //! extension, the user it is assigned to (none: "not assigned to users"), and a text-search vector over
 //! the parties and numbers. Call starts arrive by the thousand: consecutive starts go in one statement.
+//! An encrypted recording's key (and, for a file stored without its final chunk, its chunk count) has columns
+//! of its own, so the calls a key opens are found without reading the recording's JSON.
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
@@ -70,7 +72,7 @@ impl Projection for Calls {
     }
 
     fn version(&self) -> i32 {
-        2
+        3
     }
 
     fn create(&self, s: &str) -> Vec<String> {
@@ -83,7 +85,8 @@ impl Projection for Calls {
                     duration_ms bigint, custom jsonb NOT NULL DEFAULT '{{}}', assigned_at timestamptz,
                     search tsvector NOT NULL, end_reason text, paused_since timestamptz,
                     paused_ms bigint NOT NULL DEFAULT 0, dtmf text NOT NULL DEFAULT '',
-                    recording jsonb, failures jsonb NOT NULL DEFAULT '[]')"
+                    recording jsonb, failures jsonb NOT NULL DEFAULT '[]', encryption_key_id uuid,
+                    encrypted_chunks bigint)"
             ),
         ]
     }
@@ -201,9 +204,18 @@ async fn update(
             ),
             vec![Bind::Time(at), Bind::Number(duration_ms), Bind::Text(Some(text(&reason)))],
         ),
+        // `encrypted_chunks`: the chunk count of an encrypted file stored without its final chunk (a reader
+        // must be told it); NULL for a complete or a plain file.
         CallEvent::RecordingStored { recording } => (
-            format!("UPDATE {s}.calls SET recording = $2::jsonb WHERE call_id = $1"),
-            vec![Bind::Text(Some(serde_json::to_string(&recording).unwrap_or_default()))],
+            format!(
+                "UPDATE {s}.calls SET recording = $2::jsonb, encryption_key_id = $3, encrypted_chunks = $4
+                  WHERE call_id = $1"
+            ),
+            vec![
+                Bind::Text(Some(serde_json::to_string(&recording).unwrap_or_default())),
+                Bind::Id(recording.encryption.as_ref().map(|e| e.key_id)),
+                Bind::OptionalNumber(recording.encryption.as_ref().and_then(|e| e.unterminated_chunks)),
+            ],
         ),
         CallEvent::RecordingFailed { lost, reason } => (
             format!(
@@ -220,6 +232,7 @@ async fn update(
             Bind::Text(text) => query.bind(text),
             Bind::Time(time) => query.bind(time),
             Bind::Number(n) => query.bind(i64::try_from(n).unwrap_or(i64::MAX)),
+            Bind::OptionalNumber(n) => query.bind(n.map(|n| i64::try_from(n).unwrap_or(i64::MAX))),
         };
     }
     query.execute(conn).await?;
@@ -232,4 +245,5 @@ enum Bind {
     Text(Option<String>),
     Time(DateTime<Utc>),
     Number(u64),
+    OptionalNumber(Option<u64>),
 }

@@ -196,7 +196,7 @@ async fn two_runners_share_the_work_without_projecting_twice(pool: PgPool) {
 async fn a_calls_lifecycle_reaches_its_row_and_a_rebuild_gives_the_same_row(pool: PgPool) {
     use recall_commands::CommandService;
     use recall_domain::call::{
-        Call, CallCommand, CallDirection, CallEndReason, CallStart, Participant, StoredRecording,
+        Call, CallCommand, CallDirection, CallEndReason, CallStart, Participant, RecordingEncryption, StoredRecording,
     };
     use recall_domain::recording_policy::AudioFormat;
     use recall_domain::CommandMeta;
@@ -241,11 +241,17 @@ async fn a_calls_lifecycle_reaches_its_row_and_a_rebuild_gives_the_same_row(pool
         CallCommand::RecordStoredRecording {
             recording: StoredRecording {
                 storage_target_id: None,
-                location: format!("{}/{call_id}.mp3", world.tenant_a),
+                location: format!("{}/{call_id}.mp3.enc", world.tenant_a),
                 format: AudioFormat::Mp3Stereo32,
                 size_bytes: 260_000,
                 duration_ms: 65_000,
                 sha256: sha.clone(),
+                // Recovered after a crash: stored without its final chunk.
+                encryption: Some(RecordingEncryption {
+                    key_id: uuid::Uuid::from_u128(0x4e7),
+                    format_version: 1,
+                    unterminated_chunks: Some(3),
+                }),
             },
         },
         CallCommand::RecordFailure { lost: "0.2 s of the right channel".into(), reason: "RTP gap".into() },
@@ -254,11 +260,24 @@ async fn a_calls_lifecycle_reaches_its_row_and_a_rebuild_gives_the_same_row(pool
     }
     caught_up(&world, &projector).await;
 
-    type Row = (Option<uuid::Uuid>, Option<String>, i64, String, Option<String>, Option<i64>, String, String, bool);
+    type Row = (
+        Option<uuid::Uuid>,
+        Option<String>,
+        i64,
+        String,
+        Option<String>,
+        Option<i64>,
+        String,
+        String,
+        bool,
+        Option<uuid::Uuid>,
+        Option<i64>,
+    );
     let row = || async {
         sqlx::query_as::<_, Row>(
             "SELECT user_id, extension, paused_ms, dtmf, end_reason, duration_ms, recording ->> 'sha256',
-                    failures -> 0 ->> 'reason', search @@ plainto_tsquery('simple', 'Carol')
+                    failures -> 0 ->> 'reason', search @@ plainto_tsquery('simple', 'Carol'), encryption_key_id,
+                    encrypted_chunks
                FROM rm_calls.calls WHERE call_id = $1",
         )
         .bind(call_id)
@@ -278,7 +297,9 @@ async fn a_calls_lifecycle_reaches_its_row_and_a_rebuild_gives_the_same_row(pool
             Some(65_000),
             sha,
             "RTP gap".into(),
-            true
+            true,
+            Some(uuid::Uuid::from_u128(0x4e7)),
+            Some(3)
         )
     );
     let calls_projection = recall_projections::all().into_iter().find(|p| p.name() == "calls").expect("calls");

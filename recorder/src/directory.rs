@@ -1,11 +1,13 @@
 //! What the recorder knows of the administration model: the tenants (their trusted recording clients,
-//! default rule, file format and storage target) and which user each extension belongs to. The binary
-//! fills it from the read model and replaces it as the model changes; the recorder reads whatever it
-//! holds at the moment a call starts, so a database outage never stops calls from being taken.
+//! default rule, file format, storage target and encryption key) and which user each extension belongs
+//! to. The binary fills it from the read model and replaces it as the model changes; the recorder reads
+//! whatever it holds at the moment a call starts, so a database outage never stops calls from being taken.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
+use recall_crypto::PublicKey;
 use recall_domain::call::CallDirection;
 use recall_domain::recording_policy::{decide_recording, AudioFormat, DefaultRecordingRule, RecordingDecision};
 use recall_domain::tenant::{tenant_for_source, RecordingClients};
@@ -25,6 +27,21 @@ pub struct TenantProfile {
     pub format: AudioFormat,
     /// Where its recordings go; `None`: the installation's recordings directory.
     pub storage_target_id: Option<Uuid>,
+    /// Whether its recordings are encrypted on the way to the spool, and with which key.
+    pub encryption: Encryption,
+}
+
+/// A tenant's file encryption as the recorder applies it to new calls.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Encryption {
+    /// Recordings are kept as plain audio.
+    #[default]
+    Off,
+    /// Recordings are sealed (recall-crypto's file format) with a fresh data key wrapped with this public key.
+    On { key_id: Uuid, key: Arc<PublicKey> },
+    /// The tenant switched encryption on but no usable active key could be read: its calls are refused
+    /// (503), never recorded in plain.
+    Unavailable,
 }
 
 /// The user an extension belongs to.
@@ -141,6 +158,7 @@ mod tests {
             rule: DefaultRecordingRule::default(),
             format: AudioFormat::default(),
             storage_target_id: None,
+            encryption: Encryption::Off,
         }
     }
 

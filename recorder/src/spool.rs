@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use recall_domain::call::RecordingEncryption;
 use recall_domain::recording_policy::AudioFormat;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -55,6 +56,13 @@ pub struct RecordingMeta {
     pub object_path: String,
     pub format: AudioFormat,
     pub duration_ms: u64,
+    /// The PCM rate the audio was encoded at: a restart estimates an encrypted WAV's duration from it (the
+    /// file's own header is sealed). `None` in manifests written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_rate: Option<u32>,
+    /// The file is recall-crypto's sealed stream under this tenant key; `None`: plain audio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<RecordingEncryption>,
 }
 
 /// A finished recording waiting in the spool for its upload (its manifest).
@@ -84,6 +92,7 @@ impl SpooledRecording {
             size_bytes: self.size_bytes,
             duration_ms: self.meta.duration_ms,
             sha256: self.sha256.clone(),
+            encryption: self.meta.encryption.clone(),
         }
     }
 }
@@ -267,6 +276,20 @@ impl Spool {
         self.hand_over(call_id, path, meta, size, hex::encode(hasher.finalize()))
     }
 
+    /// Cuts an unfinished recording to `len` bytes (an encrypted file to its last whole sealed chunk), synced.
+    pub fn truncate(&self, path: &Path, len: u64) -> Result<(), SpoolError> {
+        let file = OpenOptions::new().write(true).open(path).map_err(io(path))?;
+        let before = file.metadata().map_err(io(path))?.len();
+        if len >= before {
+            return Ok(());
+        }
+        file.set_len(len).map_err(io(path))?;
+        file.sync_all().map_err(io(path))?;
+        let cut = before - len;
+        self.used.fetch_sub(cut.min(self.used.load(Ordering::Relaxed)), Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Moves a finished file into `ready/` and writes its manifest last.
     fn hand_over(
         &self,
@@ -366,6 +389,13 @@ impl SpoolWriter {
 
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// Syncs what was written so far now, whatever the schedule.
+    pub fn sync(&mut self) -> Result<(), SpoolError> {
+        self.file.sync_data().map_err(io(&self.path))?;
+        self.last_sync = Instant::now();
+        Ok(())
     }
 
     /// Writes `bytes` over the start of the file (a WAV header once the length is known).

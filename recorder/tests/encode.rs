@@ -55,6 +55,8 @@ fn record(format: AudioFormat, rate: u32, left: &[i16], right: &[i16]) -> (Vec<u
         object_path: format!("x/{call_id}.{extension}"),
         format,
         duration_ms: (SECONDS * 1000) as u64,
+        sample_rate: None,
+        encryption: None,
     };
     let spooled = writer.finish(meta).expect("spooled");
     let bytes = std::fs::read(spool.file_of(&spooled)).expect("file");

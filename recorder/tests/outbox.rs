@@ -79,6 +79,7 @@ fn commands(call_id: Uuid) -> Vec<(CallCommand, bool)> {
                     size_bytes: 36_000,
                     duration_ms: 9_000,
                     sha256: "5e".repeat(32),
+                    encryption: None,
                 },
             },
             true,

@@ -174,6 +174,8 @@ async fn recordings_wait_in_the_spool_while_s3_is_unreachable_and_are_all_stored
             object_path: format!("{TENANT}/2026/12/03/{call_id}.mp3"),
             format: AudioFormat::Mp3Stereo32,
             duration_ms: 50_000,
+            sample_rate: None,
+            encryption: None,
         };
         queue.push(writer.finish(meta.clone()).expect("finished"));
         expected.push((meta.object_path, bytes));

@@ -3,7 +3,10 @@
 //! target. It checks what the recorder answers (200 with one port per stream, 403 to a stranger, 503 over
 //! capacity, 481 outside a dialog), what it records (the stereo file, each tone on its channel, silence
 //! while paused) and what it tells the log (start, pause, resume, end, stored file), and that RTP from a
-//! foreign port is dropped and a silent call ends after the inactivity timeout with a BYE.
+//! foreign port is dropped and a silent call ends after the inactivity timeout with a BYE. For a tenant that
+//! encrypts its recordings: the stored file is sealed and opens with the tenant's private key to the same
+//! audio, the spool never holds plain audio, a file a crash left is stored up to its last sealed chunk with
+//! that count in the log, and without a usable key the call is refused rather than recorded in plain.
 
 mod common;
 
@@ -17,11 +20,12 @@ use object_store::local::LocalFileSystem;
 use object_store::ObjectStore;
 use recall_commands::testing::running_log;
 use recall_commands::{CommandError, CommandService};
+use recall_crypto::{decrypt_in_memory, PrivateKey, Termination};
 use recall_domain::call::{Call, CallCommand};
 use recall_domain::recording_policy::{AudioFormat, DefaultRecordingRule};
 use recall_domain::tenant::RecordingClients;
 use recall_domain::CommandMeta;
-use recall_recorder::directory::{Directory, TenantProfile};
+use recall_recorder::directory::{Directory, Encryption, TenantProfile};
 use recall_recorder::outbox::{CallLog, DeliveryError};
 use recall_recorder::server::{Recorder, RecorderConfig, RecorderMetrics, StorageResolver};
 use recall_recorder::sip::{self, Message, Transport};
@@ -67,7 +71,7 @@ impl StorageResolver for Local {
 struct Running {
     sip: SocketAddr,
     target: tempfile::TempDir,
-    _data: tempfile::TempDir,
+    data: tempfile::TempDir,
     metrics: RecorderMetrics,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -85,6 +89,7 @@ fn tenant(networks: &[&str], format: AudioFormat) -> TenantProfile {
         rule: DefaultRecordingRule::default(),
         format,
         storage_target_id: None,
+        encryption: Encryption::Off,
     }
 }
 
@@ -96,6 +101,16 @@ async fn start_in(
     pool: PgPool,
     data: tempfile::TempDir,
     trusted: &[&str],
+    max_calls: usize,
+    rtp_timeout: Duration,
+) -> Running {
+    start_for(pool, data, tenant(trusted, AudioFormat::WavStereo), max_calls, rtp_timeout).await
+}
+
+async fn start_for(
+    pool: PgPool,
+    data: tempfile::TempDir,
+    profile: TenantProfile,
     max_calls: usize,
     rtp_timeout: Duration,
 ) -> Running {
@@ -124,14 +139,14 @@ async fn start_in(
     };
     let recorder = Recorder::bind(config, metrics.clone()).await.expect("recorder binds");
     let sip = recorder.local_addr();
-    let directory = Directory::new(vec![tenant(trusted, AudioFormat::WavStereo)], std::iter::empty());
+    let directory = Directory::new(vec![profile], std::iter::empty());
     let (_tx, directory) = watch::channel(Arc::new(directory));
     std::mem::forget(_tx);
     let shutdown = CancellationToken::new();
     let calls = CommandService::<Call>::new(log, ());
     let tasks =
         recorder.spawn(directory, Arc::new(Log(calls)), Arc::new(Local(target.path().to_owned())), shutdown.clone());
-    Running { sip, target, _data: data, metrics, shutdown, tasks }
+    Running { sip, target, data, metrics, shutdown, tasks }
 }
 
 /// A SIPREC client: SIP on one UDP socket, one RTP socket per stream.
@@ -363,6 +378,24 @@ fn rms(samples: &[f64]) -> f64 {
 #[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
 async fn a_siprec_call_is_recorded_in_stereo_paused_resumed_and_stored_with_its_events(pool: PgPool) {
     let running = start(pool.clone(), &["127.0.0.0/8"], 10, Duration::from_secs(30)).await;
+    let recorded = record_a_call_and_check_it(&pool, &running, |bytes| bytes.to_vec()).await;
+    assert!(recorded.bytes.starts_with(b"RIFF"));
+    assert!(recorded.stored.get("encryption").is_none(), "{}", recorded.stored);
+    running.shutdown.cancel();
+    for task in running.tasks {
+        let _ = task.await;
+    }
+}
+
+/// What a recorded call left: its `RecordingStored` event's recording, and the stored file's bytes.
+struct Recorded {
+    stored: Value,
+    bytes: Vec<u8>,
+}
+
+/// Records a call (a tone on each stream, a digit, a pause and a resume) and checks what the log says and
+/// what the file holds; `open` turns the stored bytes into the WAV file (a plain one is that already).
+async fn record_a_call_and_check_it(pool: &PgPool, running: &Running, open: impl Fn(&[u8]) -> Vec<u8>) -> Recorded {
     let mut client = Client::new(running.sip).await;
     let answer = client.invite("sendonly").await;
     assert_eq!(answer.status(), Some(200), "{answer:?}");
@@ -392,7 +425,7 @@ async fn a_siprec_call_is_recorded_in_stereo_paused_resumed_and_stored_with_its_
     assert_eq!(bye.status(), Some(200));
     assert_eq!(client.bye().await.status(), Some(481), "the dialog is gone after its BYE");
 
-    let events = call_events(&pool, &client.call_id, "RecordingStored").await;
+    let events = call_events(pool, &client.call_id, "RecordingStored").await;
     let types: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(
         types,
@@ -419,7 +452,10 @@ async fn a_siprec_call_is_recorded_in_stereo_paused_resumed_and_stored_with_its_
     let path = running.target.path().join(stored["location"].as_str().expect("location"));
     let bytes = std::fs::read(&path).expect("the stored file");
     assert_eq!(bytes.len() as u64, stored["size_bytes"].as_u64().expect("size"));
-    let (rate, channels) = common::decode::decode(bytes, "wav");
+    let audio = open(&bytes);
+    let data_len = u32::from_le_bytes(audio[40..44].try_into().expect("a WAV header"));
+    assert_eq!(u64::from(data_len), audio.len() as u64 - 44, "the WAV header states the real length");
+    let (rate, channels) = common::decode::decode(audio, "wav");
     assert_eq!((rate, channels.len()), (8000, 2));
     let seconds = channels[0].len() as f64 / 8000.0;
     assert!((seconds * 1000.0 - duration_ms as f64).abs() < 50.0, "file {seconds} s, call {duration_ms} ms");
@@ -438,10 +474,7 @@ async fn a_siprec_call_is_recorded_in_stereo_paused_resumed_and_stored_with_its_
         let quiet = rms(window(paused_at + 0.15, resumed_at - 0.15, channel));
         assert!(quiet < 1e-3, "channel {channel} while paused: rms {quiet}");
     }
-    running.shutdown.cancel();
-    for task in running.tasks {
-        let _ = task.await;
-    }
+    Recorded { stored: stored.clone(), bytes }
 }
 
 #[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
@@ -507,6 +540,8 @@ async fn a_restarted_recorder_finishes_the_calls_a_crash_left_and_stores_their_f
         object_path: format!("{TENANT}/crashed/{call_id}.wav"),
         format: AudioFormat::WavStereo,
         duration_ms: 0,
+        sample_rate: Some(8000),
+        encryption: None,
     };
     let spool = Spool::open(data.path().join("spool"), 1 << 30).expect("spool");
     let (mut encoder, header) =
@@ -528,6 +563,261 @@ async fn a_restarted_recorder_finishes_the_calls_a_crash_left_and_stores_their_f
         std::fs::read(running.target.path().join(stored["location"].as_str().expect("location"))).expect("file");
     let (rate, channels) = common::decode::decode(bytes, "wav");
     assert_eq!((rate, channels.len(), channels[0].len()), (8000, 2, 16_000), "the WAV header was repaired");
+    running.shutdown.cancel();
+    for task in running.tasks {
+        let _ = task.await;
+    }
+}
+
+const KEY_ID: Uuid = Uuid::from_u128(0x4e7_4e7);
+
+/// The test tenant, encrypting its recordings with `key`.
+fn encrypting(key: &PrivateKey) -> TenantProfile {
+    TenantProfile {
+        encryption: Encryption::On { key_id: KEY_ID, key: Arc::new(key.public()) },
+        ..tenant(&["127.0.0.0/8"], AudioFormat::WavStereo)
+    }
+}
+
+#[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
+async fn an_encrypted_tenants_call_is_stored_sealed_and_opens_with_its_key_to_the_same_audio(pool: PgPool) {
+    let key = PrivateKey::generate().expect("a key");
+    let data = tempfile::tempdir().expect("data dir");
+    let running = start_for(pool.clone(), data, encrypting(&key), 10, Duration::from_secs(30)).await;
+    let opened = std::sync::Mutex::new(Vec::new());
+    let recorded = record_a_call_and_check_it(&pool, &running, |bytes| {
+        let audio = decrypt_in_memory(bytes, &key, None).expect("the stored file opens with the tenant's key");
+        opened.lock().expect("lock").clone_from(&audio);
+        audio.to_vec()
+    })
+    .await;
+    let (stored, bytes) = (recorded.stored, recorded.bytes);
+    let audio = opened.into_inner().expect("lock");
+
+    assert!(bytes.starts_with(b"RCLENC"), "the stored object is a sealed stream");
+    assert!(stored["location"].as_str().expect("location").ends_with(".wav.enc"), "{stored}");
+    assert_eq!(stored["encryption"]["key_id"], KEY_ID.to_string());
+    assert_eq!(stored["encryption"]["format_version"], 1);
+    assert!(stored["encryption"].get("unterminated_chunks").is_none(), "a finished file is complete: {stored}");
+    // Several chunks (so the chunking is exercised), and no run of the plain audio anywhere in the file.
+    assert!(audio.len() > 2 * 65_536, "{} plain bytes", audio.len());
+    let sealed: std::collections::HashSet<&[u8]> = bytes.windows(16).collect();
+    let leaked = audio.windows(16).step_by(7).filter(|w| sealed.contains(w)).count();
+    assert_eq!(leaked, 0, "runs of the plain audio appear in the stored file");
+    running.shutdown.cancel();
+    for task in running.tasks {
+        let _ = task.await;
+    }
+}
+
+/// Files under `dir` that are neither JSON (a manifest) nor a sealed stream (nor a sealed stream's start
+/// being written), and the largest sealed file seen.
+fn plain_files_under(dir: &std::path::Path) -> (Vec<String>, u64) {
+    use std::io::Read;
+    let (mut plain, mut largest) = (Vec::new(), 0);
+    let mut dirs = vec![dir.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            // A file renamed or removed meanwhile is looked at where it went, at the next scan.
+            let Ok(mut file) = std::fs::File::open(&path) else { continue };
+            let mut start = Vec::new();
+            if file.by_ref().take(6).read_to_end(&mut start).is_err() {
+                continue;
+            }
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let ok = if name.ends_with(".json") || name.ends_with(".json.tmp") {
+                start.is_empty() || start[0] == b'{'
+            } else {
+                largest = largest.max(file.metadata().map_or(0, |m| m.len()));
+                if start.len() < 6 {
+                    b"RCLENC".starts_with(&start)
+                } else {
+                    start == b"RCLENC"
+                }
+            };
+            if !ok {
+                plain.push(format!("{} starts with {start:?}", path.display()));
+            }
+        }
+    }
+    (plain, largest)
+}
+
+#[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
+async fn while_an_encrypted_call_runs_the_spool_holds_only_manifests_and_sealed_streams(pool: PgPool) {
+    let key = PrivateKey::generate().expect("a key");
+    let data = tempfile::tempdir().expect("data dir");
+    let running = start_for(pool.clone(), data, encrypting(&key), 10, Duration::from_secs(30)).await;
+    let spool = running.data.path().join("spool");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scanner = {
+        let (spool, stop) = (spool.clone(), stop.clone());
+        tokio::task::spawn_blocking(move || {
+            let (mut found, mut largest, mut scans) = (Vec::new(), 0, 0);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let (plain, size) = plain_files_under(&spool);
+                found.extend(plain);
+                largest = largest.max(size);
+                scans += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (found, largest, scans)
+        })
+    };
+    let mut client = Client::new(running.sip).await;
+    assert_eq!(client.invite("sendonly").await.status(), Some(200));
+    client.talk(5.0).await;
+    assert_eq!(client.bye().await.status(), Some(200));
+    let events = call_events(&pool, &client.call_id, "RecordingStored").await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (found, largest, scans) = scanner.await.expect("scanner");
+    assert!(found.is_empty(), "plain bytes in the spool: {found:?}");
+    // Sealed chunks reached the disk while the call went on (5 s of 8 kHz stereo is 160 kB of plain audio,
+    // a chunk is 2 s of it).
+    assert!(largest > 65_552, "the largest sealed file seen held {largest} bytes in {scans} scans");
+    let stored = &events.last().expect("stored").1["RecordingStored"]["recording"];
+    let bytes = std::fs::read(running.target.path().join(stored["location"].as_str().expect("location")))
+        .expect("the stored file");
+    let audio = decrypt_in_memory(&bytes, &key, None).expect("opens");
+    assert!(audio.starts_with(b"RIFF"));
+    running.shutdown.cancel();
+    for task in running.tasks {
+        let _ = task.await;
+    }
+}
+
+/// What a crash leaves of an encrypted call: its start in the journal, its spool file with the draft
+/// manifest it was started with, and the sealer that was writing it (the header is on disk).
+fn crashed_encrypted_call(
+    data: &std::path::Path,
+    key: &PrivateKey,
+    call_id: Uuid,
+) -> (recall_recorder::spool::SpoolWriter, recall_crypto::FileSealer, usize) {
+    use recall_domain::call::{CallDirection, CallStart, RecordingEncryption};
+    use recall_recorder::outbox::Outbox;
+    use recall_recorder::spool::{RecordingMeta, Spool};
+    let start = CallStart {
+        tenant_id: TENANT,
+        sip_call_id: format!("{call_id}@sbc"),
+        direction: CallDirection::Unknown,
+        participants: Vec::new(),
+        extension: None,
+        user_id: None,
+        site: "test".into(),
+        recorder_node: "rec-1".into(),
+        started_at: chrono::Utc::now() - chrono::Duration::seconds(10),
+    };
+    let outbox = Outbox::open(data.join("outbox")).expect("outbox");
+    outbox.record(call_id, TENANT, CallCommand::RecordCallStart { call_id, start }, false).expect("journaled");
+    let meta = RecordingMeta {
+        tenant_id: TENANT,
+        storage_target_id: None,
+        object_path: format!("{TENANT}/crashed/{call_id}.wav.enc"),
+        format: AudioFormat::WavStereo,
+        duration_ms: 0,
+        sample_rate: Some(8000),
+        encryption: Some(RecordingEncryption { key_id: KEY_ID, format_version: 1, unterminated_chunks: None }),
+    };
+    let spool = Spool::open(data.join("spool"), 1 << 30).expect("spool");
+    let mut writer = spool.create_with(call_id, "wav.enc", Duration::from_secs(1), Some(&meta)).expect("spool file");
+    let (sealer, header) = recall_crypto::FileSealer::new(&key.public(), KEY_ID, call_id).expect("a sealer");
+    writer.write(&header).expect("header");
+    (writer, sealer, header.len())
+}
+
+#[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
+async fn an_encrypted_file_a_crash_left_is_stored_up_to_its_last_sealed_chunk_with_that_count(pool: PgPool) {
+    // Two calls a crash left: one written as the call task writes (header, then what the sealer handed
+    // out) with its last chunk torn mid-write; one whose final chunk was written but not handed over.
+    let key = PrivateKey::generate().expect("a key");
+    let data = tempfile::tempdir().expect("data dir");
+    let (mut encoder, mut plain) =
+        recall_recorder::encode::AudioEncoder::new(AudioFormat::WavStereo, 8000).expect("encoder");
+    let tone: Vec<i16> = (0..50_000 * 2).map(|i| ((i as f64 * 0.05).sin() * 8000.0) as i16).collect();
+    plain.extend(encoder.encode(&tone).expect("encoded"));
+    assert_eq!(plain.len(), 200_044, "three chunks' worth and a bit");
+
+    let torn = Uuid::now_v7();
+    let (mut writer, mut sealer, header_len) = crashed_encrypted_call(data.path(), &key, torn);
+    let mut sealed = Vec::new();
+    sealer.push(&plain[..160_000], &mut sealed).expect("sealed");
+    assert_eq!(sealer.sealed_chunks(), 2);
+    writer.write(&sealed).expect("two whole chunks");
+    let mut third = Vec::new();
+    sealer.push(&plain[160_000..], &mut third).expect("sealed");
+    assert_eq!(third.len(), 65_552);
+    writer.write(&third[..1_000]).expect("a torn chunk");
+    drop((writer, sealer));
+
+    let whole = Uuid::now_v7();
+    let (mut writer, mut sealer, _) = crashed_encrypted_call(data.path(), &key, whole);
+    let mut sealed = Vec::new();
+    sealer.push(&plain, &mut sealed).expect("sealed");
+    let real_header = recall_recorder::encode::wav_header(8000, true, 200_000);
+    sealer.finish(&real_header, &mut sealed).expect("finished");
+    writer.write(&sealed).expect("the whole file");
+    drop(writer);
+
+    let running = start_in(pool.clone(), data, &["127.0.0.0/8"], 10, Duration::from_secs(30)).await;
+    let read = |stored: &Value| {
+        std::fs::read(running.target.path().join(stored["location"].as_str().expect("location"))).expect("file")
+    };
+    let events = call_events(&pool, &format!("{torn}@sbc"), "RecordingStored").await;
+    let types: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(types, ["CallStarted", "CallEnded", "RecordingStored"]);
+    let stored = &events[2].1["RecordingStored"]["recording"];
+    assert_eq!(stored["encryption"]["key_id"], KEY_ID.to_string());
+    assert_eq!(stored["encryption"]["unterminated_chunks"], 2, "{stored}");
+    assert_eq!(stored["size_bytes"], header_len as u64 + 2 * 65_552, "cut to its last whole chunk");
+    assert_eq!(stored["duration_ms"], (2 * 65_536 - 44) * 1000 / 32_000, "estimated from the plain length");
+    let bytes = read(stored);
+    let chunks = stored["encryption"]["unterminated_chunks"].as_u64().expect("chunks");
+    let audio = decrypt_in_memory(&bytes, &key, Some(Termination::Unterminated { chunks })).expect("reads");
+    assert_eq!(*audio, plain[..2 * 65_536], "the plain audio up to the last whole chunk, header not repaired");
+    assert!(decrypt_in_memory(&bytes, &key, None).is_err(), "it has no final chunk");
+
+    let events = call_events(&pool, &format!("{whole}@sbc"), "RecordingStored").await;
+    let stored = &events.last().expect("stored").1["RecordingStored"]["recording"];
+    assert!(stored["encryption"].get("unterminated_chunks").is_none(), "kept whole: {stored}");
+    assert_eq!(stored["duration_ms"], 200_000 * 1000 / 32_000);
+    let audio = decrypt_in_memory(&read(stored), &key, None).expect("a complete file");
+    assert_eq!(audio[..44], real_header, "its final chunk's patch is over the start");
+    assert_eq!(audio[44..], plain[44..]);
+    running.shutdown.cancel();
+    for task in running.tasks {
+        let _ = task.await;
+    }
+}
+
+#[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
+async fn a_tenant_whose_encryption_key_is_unavailable_gets_503_and_nothing_is_spooled(pool: PgPool) {
+    let profile =
+        TenantProfile { encryption: Encryption::Unavailable, ..tenant(&["127.0.0.0/8"], AudioFormat::WavStereo) };
+    let data = tempfile::tempdir().expect("data dir");
+    let running = start_for(pool.clone(), data, profile, 10, Duration::from_secs(30)).await;
+    let mut client = Client::new(running.sip).await;
+    let refused = client.invite("sendonly").await;
+    assert_eq!(refused.status(), Some(503), "{refused:?}");
+    assert!(refused.header("Retry-After").is_some());
+    assert_eq!(running.metrics.calls_refused.with_label_values(&["no_encryption_key"]).get(), 1);
+    assert_eq!(running.metrics.calls.get(), 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let spool = running.data.path().join("spool");
+    for dir in ["active", "ready"] {
+        let held: Vec<_> = std::fs::read_dir(spool.join(dir)).expect("spool dir").flatten().map(|e| e.path()).collect();
+        assert!(held.is_empty(), "{dir}: {held:?}");
+    }
+    let started: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = 'Call'")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(started, 0, "a refused call is not logged");
     running.shutdown.cancel();
     for task in running.tasks {
         let _ = task.await;

@@ -84,6 +84,8 @@ fn meta(call_id: Uuid) -> RecordingMeta {
         object_path: format!("{TENANT}/2026/12/03/{call_id}.mp3"),
         format: AudioFormat::Mp3Stereo32,
         duration_ms: 30_000,
+        sample_rate: None,
+        encryption: None,
     }
 }
 

@@ -1,12 +1,16 @@
 //! One call's task: its RTP sockets, its media core, its encoder and its spool file. It journals the start
 //! before the call is answered, writes the recording as the call goes (handing the blocking file work to
 //! tokio's blocking pool), and at the end journals the end, finishes the file and hands it to the uploader.
+//! A tenant's file encryption is applied here, as the encoder's bytes come out: an encrypted recording's
+//! plain audio never leaves this task, only sealed chunks go to the spool.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
-use recall_domain::call::{CallCommand, CallEndReason, CallStart, Participant};
+use recall_crypto::{FileSealer, PublicKey};
+use recall_domain::call::{CallCommand, CallEndReason, CallStart, Participant, RecordingEncryption};
 use recall_domain::recording_policy::AudioFormat;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -52,8 +56,16 @@ pub(super) struct CallSpec {
     /// Held at the start (an `inactive` offer): the call starts paused.
     pub paused: bool,
     /// The file to keep; `None` when the recording rule keeps nothing.
-    pub record: Option<(AudioFormat, Option<Uuid>)>,
+    pub record: Option<RecordPlan>,
     pub output_rate: u32,
+}
+
+/// What file a recorded call keeps, as its tenant's profile said at the INVITE.
+pub(super) struct RecordPlan {
+    pub format: AudioFormat,
+    pub storage_target_id: Option<Uuid>,
+    /// The tenant key to seal the file with; `None`: plain audio.
+    pub seal_with: Option<(Uuid, Arc<PublicKey>)>,
 }
 
 #[derive(Debug)]
@@ -114,6 +126,10 @@ pub(super) fn object_path(tenant_id: Uuid, call_id: Uuid, started_at: DateTime<U
     format!("{tenant_id}/{}/{call_id}.{}", started_at.format("%Y/%m/%d"), extension(format))
 }
 
+/// What is appended to an encrypted recording's object path and spool file name, so that a file browsed in
+/// a bucket or the spool is not taken for playable audio.
+pub(super) const ENCRYPTED_SUFFIX: &str = ".enc";
+
 pub(super) fn extension(format: AudioFormat) -> &'static str {
     match format {
         AudioFormat::Mp3Stereo32 | AudioFormat::Mp3Mono16 => "mp3",
@@ -130,9 +146,26 @@ struct Recording {
     /// The write under way (in tokio's blocking pool): the call task never waits for the disk.
     in_flight: Option<tokio::task::JoinHandle<Written>>,
     encoder: AudioEncoder,
+    /// Seals the encoder's bytes when the tenant encrypts its recordings: `pending` then holds only sealed
+    /// chunks. The data key lives inside it and dies with it.
+    sealer: Option<FileSealer>,
+    /// Bytes for the spool file, not handed to the blocking pool yet.
     pending: Vec<u8>,
     last_flush: Instant,
     meta: RecordingMeta,
+}
+
+impl Recording {
+    /// Takes the encoder's bytes: sealed into `pending` for an encrypted file, as they are otherwise.
+    fn append(&mut self, bytes: &[u8]) -> Result<(), String> {
+        match &mut self.sealer {
+            Some(sealer) => sealer.push(bytes, &mut self.pending).map_err(|e| e.to_string()),
+            None => {
+                self.pending.extend_from_slice(bytes);
+                Ok(())
+            }
+        }
+    }
 }
 
 struct Clock {
@@ -187,18 +220,16 @@ pub(super) async fn run(spec: CallSpec, mut control: mpsc::UnboundedReceiver<Con
     }
 
     let mut recording = match record {
-        Some((format, storage_target_id)) => {
-            match open_recording(&ctx, call_id, tenant_id, &clock, format, storage_target_id, output_rate).await {
-                Ok(recording) => Some(recording),
-                Err(e) => {
-                    ctx.metrics.recording_failures.inc();
-                    tracing::error!(%call_id, error = %e, "the recording cannot be started; the call is taken without it");
-                    let failure = CallCommand::RecordFailure { lost: "the whole recording".into(), reason: e };
-                    journal(&ctx, call_id, tenant_id, failure, false).await;
-                    None
-                }
+        Some(plan) => match open_recording(&ctx, call_id, tenant_id, &clock, plan, output_rate).await {
+            Ok(recording) => Some(recording),
+            Err(e) => {
+                ctx.metrics.recording_failures.inc();
+                tracing::error!(%call_id, error = %e, "the recording cannot be started; the call is taken without it");
+                let failure = CallCommand::RecordFailure { lost: "the whole recording".into(), reason: e };
+                journal(&ctx, call_id, tenant_id, failure, false).await;
+                None
             }
-        }
+        },
         None => None,
     };
     let _ = ctx.notices.send(Notice::Ready { call_id, sip_call_id: sip_call_id.clone(), result: Ok(()) });
@@ -434,29 +465,63 @@ fn accept(
     }
 }
 
+/// Opens the encoder and the spool file (with its draft manifest). An encrypted file's clear header (the
+/// wrapped data key) is written at once, so the file on disk starts as a sealed stream from its first byte.
 async fn open_recording(
     ctx: &CallContext,
     call_id: Uuid,
     tenant_id: Uuid,
     clock: &Clock,
-    format: AudioFormat,
-    storage_target_id: Option<Uuid>,
+    plan: RecordPlan,
     output_rate: u32,
 ) -> Result<Recording, String> {
-    let (encoder, header) = AudioEncoder::new(format, output_rate).map_err(|e| e.to_string())?;
+    let RecordPlan { format, storage_target_id, seal_with } = plan;
+    let (encoder, start) = AudioEncoder::new(format, output_rate).map_err(|e| e.to_string())?;
+    let mut object_path = object_path(tenant_id, call_id, clock.started_at, format);
+    let mut file_extension = extension(format).to_owned();
+    let mut pending = Vec::new();
+    let (sealer, header, encryption) = match seal_with {
+        Some((key_id, key)) => {
+            let (mut sealer, header) =
+                FileSealer::new(&key, key_id, call_id).map_err(|e| format!("cannot start the encrypted file: {e}"))?;
+            sealer.push(&start, &mut pending).map_err(|e| format!("cannot seal the file's start: {e}"))?;
+            object_path.push_str(ENCRYPTED_SUFFIX);
+            file_extension.push_str(ENCRYPTED_SUFFIX);
+            let encryption = RecordingEncryption {
+                key_id,
+                format_version: recall_crypto::FORMAT_VERSION,
+                unterminated_chunks: None,
+            };
+            (Some(sealer), header, Some(encryption))
+        }
+        None => {
+            pending = start;
+            (None, Vec::new(), None)
+        }
+    };
     let meta = RecordingMeta {
         tenant_id,
         storage_target_id,
-        object_path: object_path(tenant_id, call_id, clock.started_at, format),
+        object_path,
         format,
         duration_ms: 0,
+        sample_rate: Some(output_rate),
+        encryption,
     };
     let spool = ctx.spool.clone();
     let (draft, sync_every) = (meta.clone(), ctx.sync_every);
-    let writer = blocking(move || spool.create_with(call_id, extension(format), sync_every, Some(&draft)))
-        .await?
-        .map_err(|e| e.to_string())?;
-    Ok(Recording { writer: Some(writer), in_flight: None, encoder, pending: header, last_flush: Instant::now(), meta })
+    let writer = blocking(move || {
+        let mut writer = spool.create_with(call_id, &file_extension, sync_every, Some(&draft))?;
+        if !header.is_empty() {
+            // Synced at once: the wrapped data key is what a restart needs to keep any of the file.
+            writer.write(&header)?;
+            writer.sync()?;
+        }
+        Ok::<_, crate::spool::SpoolError>(writer)
+    })
+    .await?
+    .map_err(|e| e.to_string())?;
+    Ok(Recording { writer: Some(writer), in_flight: None, encoder, sealer, pending, last_flush: Instant::now(), meta })
 }
 
 /// Encodes the final frames and journals the digits that came with them.
@@ -470,8 +535,8 @@ async fn take_drained(
 ) {
     if let Some(rec) = recording {
         if !drained.samples.is_empty() {
-            match rec.encoder.encode(&drained.samples) {
-                Ok(bytes) => rec.pending.extend_from_slice(&bytes),
+            match rec.encoder.encode(&drained.samples).map_err(|e| e.to_string()).and_then(|b| rec.append(&b)) {
+                Ok(()) => {}
                 Err(e) => tracing::error!(%call_id, error = %e, "encoding failed; these frames are lost"),
             }
         }
@@ -528,18 +593,32 @@ async fn fail_recording(
     *recording = None;
 }
 
+/// Writes the encoder's last bytes and what belongs over the file's start (the WAV header with its real
+/// length, the MP3's LAME Info frame): written over the start of a plain file, sealed into the final chunk
+/// of an encrypted one (a sealed chunk is never written twice).
 async fn finish_recording(mut rec: Recording, duration_ms: u64) -> Result<crate::spool::SpooledRecording, String> {
     settle(&mut rec).await?;
     let finished = rec.encoder.finish().map_err(|e| e.to_string())?;
-    rec.pending.extend_from_slice(&finished.tail);
+    let patch = match rec.sealer.take() {
+        Some(mut sealer) => {
+            let sealed = |e: recall_crypto::CryptoError| format!("cannot seal the end of the file: {e}");
+            sealer.push(&finished.tail, &mut rec.pending).map_err(sealed)?;
+            sealer.finish(finished.header.as_deref().unwrap_or_default(), &mut rec.pending).map_err(sealed)?;
+            None
+        }
+        None => {
+            rec.pending.extend_from_slice(&finished.tail);
+            finished.header
+        }
+    };
     let Some(mut writer) = rec.writer.take() else { return Err("the spool file is gone".into()) };
     let mut meta = rec.meta;
     meta.duration_ms = duration_ms;
     let pending = rec.pending;
     blocking(move || {
         writer.write(&pending)?;
-        if let Some(header) = finished.header {
-            writer.patch_start(&header)?;
+        if let Some(patch) = patch {
+            writer.patch_start(&patch)?;
         }
         writer.finish(meta)
     })

@@ -11,7 +11,8 @@ pub struct RecorderMetrics {
     pub rtp_dropped: IntCounterVec,
     pub calls_active: IntGauge,
     pub calls: IntCounter,
-    /// INVITEs refused, by reason (`untrusted`, `capacity`, `spool_full`, `offer`, `ports`, `journal`).
+    /// INVITEs refused, by reason (`untrusted`, `capacity`, `spool_full`,
+    /// `no_encryption_key`, `offer`, `ports`, `journal`).
     pub calls_refused: IntCounterVec,
     pub recordings_spooled: IntCounter,
     pub recording_failures: IntCounter,

@@ -33,14 +33,14 @@ pub use metrics::RecorderMetrics;
 pub use ports::PortPool;
 
 use self::call::{CallContext, CallSpec, Control, Notice, StreamSpec};
-use crate::directory::Directory;
+use crate::directory::{Directory, Encryption};
 use crate::media::{self, PayloadKind, PayloadTypes, Route};
 use crate::outbox::{CallLog, Outbox};
 use crate::sdp::{self, AnswerConfig};
 use crate::sip::{self, Message, Method, ResponseParts, Transport};
 use crate::siprec::{self, Channel, OfferError, RecordingOffer};
 use crate::siprec_metadata::{self, RecordingMetadata};
-use crate::spool::{Spool, SpooledRecording};
+use crate::spool::{RecordingMeta, Spool, SpooledRecording};
 use crate::transaction::{Event, Incoming, ServerTransactions};
 use crate::upload::{Backoff, UploadPort, Uploader};
 
@@ -227,9 +227,9 @@ impl UploadPort for Reporting {
     }
 }
 
-/// After a crash: every recording that was being written is finished as it is on disk (a WAV header gets
-/// its real length) and handed to the uploader, and every call journaled as started but not ended is ended
-/// with reason `recorder_restarted`.
+/// After a crash: every recording that was being written is finished as it is on disk (a plain WAV header
+/// gets its real length; an encrypted file is cut to its last whole sealed chunk) and handed to the
+/// uploader, and every call journaled as started but not ended is ended with reason `recorder_restarted`.
 fn finalise_after_restart(spool: &Spool, outbox: &Outbox) {
     let recovered = match spool.recover() {
         Ok(recovered) => recovered,
@@ -255,10 +255,14 @@ fn finalise_after_restart(spool: &Spool, outbox: &Outbox) {
             .map(chrono::DateTime::<chrono::Utc>::from)
             .unwrap_or_else(|_| chrono::Utc::now());
         let mut meta = draft;
-        meta.duration_ms = match repair_and_measure(&path, meta.format) {
+        let measured = match meta.encryption {
+            Some(_) => settle_sealed(spool, call_id, &path, &mut meta),
+            None => repair_and_measure(&path, meta.format).map_err(|e| e.to_string()),
+        };
+        meta.duration_ms = match measured {
             Ok(duration_ms) => duration_ms,
             Err(e) => {
-                tracing::error!(%call_id, error = %e, "an unfinished recording cannot be repaired");
+                tracing::error!(%call_id, path = %path.display(), error = %e, "an unfinished recording cannot be repaired; it is left in the spool");
                 continue;
             }
         };
@@ -296,8 +300,7 @@ fn repair_and_measure(
     let file = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
     let size = file.metadata()?.len();
     Ok(match format {
-        AudioFormat::Mp3Stereo32 => size * 8 * 1000 / 32_000,
-        AudioFormat::Mp3Mono16 => size * 8 * 1000 / 16_000,
+        AudioFormat::Mp3Stereo32 | AudioFormat::Mp3Mono16 => duration_from_len(format, 0, size),
         AudioFormat::WavStereo | AudioFormat::WavMono => {
             let header_len = crate::encode::WAV_HEADER_LEN as u64;
             let mut header = [0u8; crate::encode::WAV_HEADER_LEN];
@@ -310,9 +313,81 @@ fn repair_and_measure(
             let data = size - header_len;
             file.write_all_at(&crate::encode::wav_header(sample_rate, stereo, data), 0)?;
             file.sync_all()?;
-            data * 1000 / (u64::from(sample_rate) * if stereo { 4 } else { 2 })
+            duration_from_len(format, sample_rate, size)
         }
     })
+}
+
+/// The duration of `len` bytes of a file in `format`: constant bit rate MP3, or PCM WAV at `sample_rate`
+/// after its 44-byte header.
+fn duration_from_len(format: recall_domain::recording_policy::AudioFormat, sample_rate: u32, len: u64) -> u64 {
+    use recall_domain::recording_policy::AudioFormat;
+    match format {
+        AudioFormat::Mp3Stereo32 => len * 8 * 1000 / 32_000,
+        AudioFormat::Mp3Mono16 => len * 8 * 1000 / 16_000,
+        AudioFormat::WavStereo | AudioFormat::WavMono => {
+            let frame = if format == AudioFormat::WavStereo { 4 } else { 2 };
+            let data = len.saturating_sub(crate::encode::WAV_HEADER_LEN as u64);
+            data * 1000 / (u64::from(sample_rate.max(1)) * frame)
+        }
+    }
+}
+
+/// What AES-GCM adds to each sealed chunk (its tag).
+const SEALED_CHUNK_OVERHEAD: u64 = 16;
+
+/// An encrypted file a crash left. Its data key died with the process, by design, so nothing can be sealed
+/// onto it and its sealed audio header cannot be repaired. A file whose final chunk and footer are on disk
+/// (the crash came after its last write) is kept whole; any other is cut to its last whole sealed chunk
+/// (header length + k × sealed chunk) and recorded as unterminated with those k chunks, which is what a
+/// reader must be told to open it. Returns the duration, estimated from the plain length as for a plain
+/// file from its size (a WAV's own header still states the largest length).
+fn settle_sealed(
+    spool: &Spool,
+    call_id: Uuid,
+    path: &std::path::Path,
+    meta: &mut RecordingMeta,
+) -> Result<u64, String> {
+    use recall_domain::recording_policy::AudioFormat;
+    use std::os::unix::fs::FileExt;
+    let (format, sample_rate) = (meta.format, meta.sample_rate.unwrap_or(8000));
+    let encryption = meta.encryption.as_mut().ok_or("not an encrypted recording")?;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let size = file.metadata().map_err(|e| e.to_string())?.len();
+    let mut start = vec![0u8; size.min(4096) as usize];
+    file.read_exact_at(&mut start, 0).map_err(|e| e.to_string())?;
+    let header = recall_crypto::FileHeader::parse(&start)
+        .map_err(|e| format!("the encrypted file's header is not whole on disk: {e}"))?;
+    if header.recording_id() != call_id || header.key_id() != encryption.key_id {
+        return Err("the encrypted file's header names another recording or key than its manifest".into());
+    }
+    let chunk = u64::from(header.chunk_size());
+    let sealed_chunk = chunk + SEALED_CHUNK_OVERHEAD;
+    let body = size - header.len() as u64;
+
+    // A complete file ends with the sealed length of its final chunk (the footer), after whole chunks.
+    if body >= 4 {
+        let mut footer = [0u8; 4];
+        file.read_exact_at(&mut footer, size - 4).map_err(|e| e.to_string())?;
+        let final_len = u64::from(u32::from_be_bytes(footer));
+        let largest = chunk + recall_crypto::MAX_PATCH as u64 + 4 + SEALED_CHUNK_OVERHEAD;
+        if (4 + SEALED_CHUNK_OVERHEAD..=largest).contains(&final_len)
+            && body >= 4 + final_len
+            && (body - 4 - final_len).is_multiple_of(sealed_chunk)
+        {
+            // The final chunk holds the last audio, then the patch over the start (a WAV's 44-byte header;
+            // an MP3's Info frame, counted as audio as the plain path counts it) and the patch's length.
+            let patch = if matches!(format, AudioFormat::WavStereo | AudioFormat::WavMono) { 44 } else { 0 };
+            let tail = (final_len - 4 - SEALED_CHUNK_OVERHEAD).saturating_sub(patch);
+            let plain_len = (body - 4 - final_len) / sealed_chunk * chunk + tail;
+            encryption.unterminated_chunks = None;
+            return Ok(duration_from_len(format, sample_rate, plain_len));
+        }
+    }
+    let chunks = body / sealed_chunk;
+    spool.truncate(path, header.len() as u64 + chunks * sealed_chunk).map_err(|e| e.to_string())?;
+    encryption.unterminated_chunks = Some(chunks);
+    Ok(duration_from_len(format, sample_rate, chunks * chunk))
 }
 
 type Writers = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Vec<u8>>>>>;
@@ -726,6 +801,20 @@ impl Signalling {
         if self.context.spool.is_full().unwrap_or(true) {
             return self.refuse(&invite, &peer, 503, "Service Unavailable (spool full)", "spool_full").await;
         }
+        let seal_with = match &tenant.encryption {
+            Encryption::Off => None,
+            Encryption::On { key_id, key } => Some((*key_id, key.clone())),
+            Encryption::Unavailable => {
+                // Recording it in plain would break the tenant's rule; refusing lets the SBC try another
+                // recorder or try again once the key is readable.
+                tracing::warn!(
+                    tenant = %tenant.name, tenant_id = %tenant.tenant_id, sip_call_id = invite.call_id(),
+                    "the tenant encrypts its recordings but no usable encryption key is known; refusing the call"
+                );
+                let reason = "Service Unavailable (no encryption key)";
+                return self.refuse(&invite, &peer, 503, reason, "no_encryption_key").await;
+            }
+        };
         let offer = match siprec::recording_offer(&invite) {
             Ok(offer) => offer,
             Err(e) => {
@@ -832,7 +921,9 @@ impl Signalling {
             .filter_map(|p| p.aor.clone().map(|aor| Participant { name: p.display_name.clone(), aor }))
             .collect();
         let record = match recognised.decision {
-            RecordingDecision::Record => Some((tenant.format, tenant.storage_target_id)),
+            RecordingDecision::Record => {
+                Some(call::RecordPlan { format: tenant.format, storage_target_id: tenant.storage_target_id, seal_with })
+            }
             // Nothing asks for an on-demand recording yet: such calls are logged, not kept.
             RecordingDecision::OnDemand | RecordingDecision::DoNotRecord => None,
         };
