@@ -110,6 +110,7 @@ pub fn router(state: ApiState) -> Router {
     let recordings = Router::new()
         .route("/recordings/{call}/audio", get(recordings::audio))
         .route("/recordings/{call}/download", get(recordings::download))
+        .route("/recordings/bulk", axum::routing::post(recordings::bulk))
         .with_state(state.clone());
     let app = App { schema: schema(state.clone()), state };
     Router::new()

@@ -373,3 +373,205 @@ mod tests {
         assert_eq!(requested_range(&with_range("bytes=18446744073709551615-18446744073709551615"), 10), Err(()));
     }
 }
+
+/// The most recordings one bulk download takes.
+const BULK_LIMIT: usize = 1000;
+
+/// `POST /recordings/bulk` with `{"calls": [id, …]}`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct BulkRequest {
+    calls: Vec<Uuid>,
+}
+
+/// A bulk download: a ZIP of the recordings exactly as stored (encrypted files stay encrypted: they play
+/// only where their tenant key is imported) and `manifest.json`, which says what each file is, which key it
+/// needs (id and fingerprint) and its SHA-256, and which calls were left out and why. Streamed as it is
+/// written; each recording counts as a download in the audit trail.
+pub(crate) async fn bulk(State(state): State<ApiState>, request: Request) -> Response {
+    bulk_download(state, request).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+struct BulkEntry {
+    call_id: Uuid,
+    tenant_id: Uuid,
+    started_at: chrono::DateTime<chrono::Utc>,
+    recording: serde_json::Value,
+    stored: Stored,
+    store: Arc<dyn ObjectStore>,
+}
+
+async fn bulk_download(state: ApiState, request: Request) -> Result<Response, Refusal> {
+    let source = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+    let headers = request.headers().clone();
+    let request_auth =
+        auth::authenticate(&state.admin, auth::token_from(&headers), source, auth::device_from(&headers)).await;
+    let viewer = match request_auth.viewer {
+        Ok(Some(viewer)) => viewer,
+        Ok(None) => return Err(ApiError::not_signed_in().into()),
+        Err(e) => return Err(e.into()),
+    };
+    if viewer.principal.must_change_password && viewer.principal.caller.impersonator.is_none() {
+        return Err(Refusal(StatusCode::FORBIDDEN, "change your password first".to_owned()));
+    }
+    viewer.require(Permission::DownloadCalls)?;
+    let body = axum::body::to_bytes(request.into_body(), 1 << 20)
+        .await
+        .map_err(|_| Refusal(StatusCode::PAYLOAD_TOO_LARGE, "the request body is over 1 MiB".to_owned()))?;
+    let BulkRequest { calls } = serde_json::from_slice(&body)
+        .map_err(|e| Refusal(StatusCode::BAD_REQUEST, format!("expected {{\"calls\": [call ids]}}: {e}")))?;
+    if calls.is_empty() || calls.len() > BULK_LIMIT {
+        return Err(Refusal(StatusCode::BAD_REQUEST, format!("ask for 1 to {BULK_LIMIT} calls")));
+    }
+    let mut qb = QueryBuilder::new(
+        "SELECT c.call_id, c.tenant_id, c.started_at, c.recording FROM rm_calls.calls c WHERE c.call_id = ANY(",
+    );
+    qb.push_bind(calls.clone()).push(")");
+    scope::calls(&mut qb, &viewer, "c", "rm_directory")?;
+    let rows: Vec<(Uuid, Uuid, chrono::DateTime<chrono::Utc>, Option<serde_json::Value>)> = qb
+        .build_query_as()
+        .fetch_all(state.log.pool())
+        .await
+        .map_err(|e| unavailable("the calls cannot be read", e))?;
+    let mut skipped = Vec::new();
+    let mut entries = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for call_id in calls {
+        if !seen.insert(call_id) {
+            continue;
+        }
+        let Some((_, tenant_id, started_at, recording)) = rows.iter().find(|r| r.0 == call_id).cloned() else {
+            skipped.push(serde_json::json!({ "call_id": call_id, "reason": "no such call" }));
+            continue;
+        };
+        let Some(recording) = recording else {
+            skipped.push(serde_json::json!({ "call_id": call_id, "reason": "no stored recording" }));
+            continue;
+        };
+        let stored: Stored = match serde_json::from_value(recording.clone()) {
+            Ok(stored) => stored,
+            Err(_) => {
+                skipped.push(serde_json::json!({ "call_id": call_id, "reason": "its record cannot be read" }));
+                continue;
+            }
+        };
+        let store = match store_for(&state, tenant_id, stored.storage_target_id).await {
+            Ok(store) => store,
+            Err(Refusal(_, reason)) => {
+                skipped.push(serde_json::json!({ "call_id": call_id, "reason": reason }));
+                continue;
+            }
+        };
+        state.admin.record_recording_access(&viewer.principal.caller, call_id, RecordingAccess::Download).await?;
+        entries.push(BulkEntry { call_id, tenant_id, started_at, recording, stored, store });
+    }
+    let fingerprints = key_fingerprints(&state, &entries).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
+    let handle = tokio::runtime::Handle::current();
+    let by = viewer.principal.caller.user_id;
+    tokio::task::spawn_blocking(move || {
+        let failed = tx.clone();
+        if let Err(e) = write_zip(&handle, ChannelWriter(tx), entries, skipped, fingerprints, by) {
+            tracing::warn!(error = %e, "a bulk download was cut short");
+            let _ = failed.blocking_send(Err(std::io::Error::other(e.to_string())));
+        }
+    });
+    let mut response = Response::new(Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)));
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    let name = format!("attachment; filename=\"recordings-{}.zip\"", chrono::Utc::now().format("%Y%m%d-%H%M%S"));
+    if let Ok(value) = HeaderValue::from_str(&name) {
+        h.insert(header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}
+
+async fn key_fingerprints(
+    state: &ApiState,
+    entries: &[BulkEntry],
+) -> Result<std::collections::HashMap<Uuid, String>, Refusal> {
+    let keys: Vec<Uuid> = entries.iter().filter_map(|e| e.stored.encryption.as_ref().map(|k| k.key_id)).collect();
+    let rows: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT key_id, fingerprint FROM rm_directory.encryption_keys WHERE key_id = ANY($1)")
+            .bind(keys)
+            .fetch_all(state.log.pool())
+            .await
+            .map_err(|e| unavailable("the encryption keys cannot be read", e))?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Hands what the ZIP writer writes to the response body.
+struct ChannelWriter(tokio::sync::mpsc::Sender<std::io::Result<Bytes>>);
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn write_zip(
+    handle: &tokio::runtime::Handle,
+    out: ChannelWriter,
+    entries: Vec<BulkEntry>,
+    mut skipped: Vec<serde_json::Value>,
+    fingerprints: std::collections::HashMap<Uuid, String>,
+    by: Uuid,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new_stream(std::io::BufWriter::with_capacity(256 * 1024, out));
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored).large_file(true);
+    let mut files = Vec::new();
+    for entry in entries {
+        let extension = if entry.stored.format.starts_with("wav") { "wav" } else { "mp3" };
+        let suffix = if entry.stored.encryption.is_some() { ".enc" } else { "" };
+        let name = format!("{}/{}.{extension}{suffix}", entry.tenant_id, entry.call_id);
+        let location = ObjectPath::from(entry.stored.location.as_str());
+        let mut stream = match handle.block_on(entry.store.get(&location)) {
+            Ok(result) => result.into_stream(),
+            Err(e) => {
+                skipped.push(
+                    serde_json::json!({ "call_id": entry.call_id, "reason": format!("the file cannot be read: {e}") }),
+                );
+                continue;
+            }
+        };
+        zip.start_file(name.as_str(), options)?;
+        while let Some(bytes) = handle.block_on(stream.next()) {
+            zip.write_all(&bytes?)?;
+        }
+        let key = entry.stored.encryption.as_ref().map(|k| {
+            serde_json::json!({
+                "key_id": k.key_id,
+                "fingerprint": fingerprints.get(&k.key_id),
+                "unterminated_chunks": k.unterminated_chunks,
+            })
+        });
+        files.push(serde_json::json!({
+            "call_id": entry.call_id,
+            "tenant_id": entry.tenant_id,
+            "started_at": entry.started_at,
+            "file": name,
+            "recording": entry.recording,
+            "encryption": key,
+        }));
+    }
+    let manifest = serde_json::json!({
+        "format": "recall-bulk-download/1",
+        "created_at": chrono::Utc::now(),
+        "by": by,
+        "recordings": files,
+        "skipped": skipped,
+    });
+    zip.start_file("manifest.json", options)?;
+    zip.write_all(&serde_json::to_vec_pretty(&manifest)?)?;
+    zip.finish()?.into_inner().flush()?;
+    Ok(())
+}

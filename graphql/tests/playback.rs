@@ -250,3 +250,78 @@ async fn a_plain_recording_plays_and_a_tampered_one_gives_no_audio(pool: PgPool)
     std::fs::remove_file(&file).expect("remove");
     assert_eq!(get(&setup, &w.admin_a, &format!("/recordings/{call}/audio"), None).await.status, StatusCode::NOT_FOUND);
 }
+
+#[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
+async fn a_bulk_download_keeps_files_encrypted_and_they_open_with_the_exported_key(pool: PgPool) {
+    let setup = setup(pool).await;
+    let w = &setup.world;
+    let first = audio(150_000);
+    let second = audio(5_000);
+    let encrypted =
+        [record(&setup, &first, Some(setup.key_id)).await, record(&setup, &second, Some(setup.key_id)).await];
+    let plain = record(&setup, &audio(3_000), None).await;
+    let unknown = id();
+    let body = serde_json::json!({ "calls": [encrypted[0], unknown, encrypted[1], plain, encrypted[0]] }).to_string();
+    let request = Request::post("/recordings/bulk")
+        .header(header::AUTHORIZATION, format!("Bearer {}", w.admin_a.token))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .expect("request");
+    let response = recall_graphql::router(setup.state.clone()).oneshot(request).await.expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "application/zip");
+    let zip_bytes = response.into_body().collect().await.expect("body").to_bytes().to_vec();
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip_bytes)).expect("a ZIP archive");
+    let mut read = |name: &str| {
+        let mut file = archive.by_name(name).unwrap_or_else(|_| panic!("{name} is in the archive"));
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut bytes).expect("read");
+        bytes
+    };
+    let manifest: serde_json::Value = serde_json::from_slice(&read("manifest.json")).expect("manifest");
+    let recordings = manifest["recordings"].as_array().expect("recordings");
+    assert_eq!(recordings.len(), 3, "{manifest}");
+    assert_eq!(manifest["skipped"].as_array().expect("skipped").len(), 1, "{manifest}");
+    assert_eq!(manifest["skipped"][0]["call_id"], unknown.to_string());
+
+    // The tenant key as an administrator would export it, imported where the archive is restored.
+    let passphrase = "passphrase for the archive";
+    let export = EncryptionKeyRequest::Export { passphrase: Some(secret(passphrase)) };
+    let pem =
+        w.as_(&w.admin_a, AdminCommand::EncryptionKey { key_id: setup.key_id, request: export }).await.expect("export");
+    let pem = secrecy::ExposeSecret::expose_secret(&pem.issued.expect("pem")).to_owned();
+    let imported =
+        recall_crypto::KeyImport::from_pem(&pem, Some(passphrase)).expect("import").private.expect("private");
+    for (call, plain) in [(encrypted[0], &first), (encrypted[1], &second)] {
+        let entry = recordings.iter().find(|r| r["call_id"] == call.to_string()).expect("listed");
+        assert_eq!(entry["encryption"]["key_id"], setup.key_id.to_string());
+        assert_eq!(entry["encryption"]["fingerprint"].as_str().map(str::len), Some(64));
+        let name = entry["file"].as_str().expect("file name");
+        assert!(name.ends_with(".wav.enc"), "{name}");
+        let stored = read(name);
+        assert_eq!(hex::encode(Sha256::digest(&stored)), entry["recording"]["sha256"], "the file as it was stored");
+        assert!(recall_crypto::file::FileHeader::is_encrypted(&stored), "still encrypted in the archive");
+        let decrypted = recall_crypto::file::decrypt_in_memory(&stored, &imported, None).expect("opens with the key");
+        assert_eq!(*decrypted, **plain);
+    }
+    let entry = recordings.iter().find(|r| r["call_id"] == plain.to_string()).expect("listed");
+    assert!(entry["encryption"].is_null());
+    assert_eq!(read(entry["file"].as_str().expect("file")), audio(3_000));
+
+    // Outside the viewer's scope nothing is added; without the download permission nothing is served.
+    let request = |who: &Person| {
+        Request::post("/recordings/bulk")
+            .header(header::AUTHORIZATION, format!("Bearer {}", who.token))
+            .body(Body::from(serde_json::json!({ "calls": [encrypted[0]] }).to_string()))
+            .expect("request")
+    };
+    let other = recall_graphql::router(setup.state.clone()).oneshot(request(&w.admin_b)).await.expect("response");
+    let bytes = other.into_body().collect().await.expect("body").to_bytes().to_vec();
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).expect("a ZIP archive");
+    assert_eq!(archive.len(), 1, "only the manifest");
+    let manifest: serde_json::Value =
+        serde_json::from_reader(archive.by_name("manifest.json").expect("manifest")).expect("json");
+    assert_eq!(manifest["recordings"].as_array().map(Vec::len), Some(0));
+    let agent = recall_graphql::router(setup.state.clone()).oneshot(request(&w.agent_a1)).await.expect("response");
+    assert_eq!(agent.status(), StatusCode::FORBIDDEN, "agents may play back but not download");
+}
