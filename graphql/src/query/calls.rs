@@ -59,6 +59,14 @@ pub struct Recording {
     pub duration_ms: i64,
     /// Hex SHA-256 of the stored bytes.
     pub sha256: String,
+    /// The tenant key the file is encrypted with; null for a file stored in plain.
+    pub encryption_key_id: Option<Uuid>,
+    /// Set when the file was stored without its end after a recorder crash: the sealed chunks it holds.
+    pub unterminated_chunks: Option<i64>,
+    /// Where to play it back (`GET`, HTTP Range; with the session cookie or a bearer token).
+    pub audio_url: String,
+    /// Where to download it (decrypted, as an attachment).
+    pub download_url: String,
 }
 
 /// A recorded call.
@@ -138,6 +146,13 @@ impl Call {
             size_bytes: i64::try_from(stored.size_bytes).unwrap_or(i64::MAX),
             duration_ms: i64::try_from(stored.duration_ms).unwrap_or(i64::MAX),
             sha256: stored.sha256,
+            encryption_key_id: stored.encryption.as_ref().map(|e| e.key_id),
+            unterminated_chunks: stored
+                .encryption
+                .and_then(|e| e.unterminated_chunks)
+                .map(|k| i64::try_from(k).unwrap_or(i64::MAX)),
+            audio_url: format!("/recordings/{}/audio", self.call_id),
+            download_url: format!("/recordings/{}/download", self.call_id),
         })
     }
     /// What could not be kept of the recording and why: `[{lost, reason, at}]`.
