@@ -4,7 +4,7 @@
 //! decrypted is written anywhere, and a chunk that does not authenticate ends the response. Who may hear a
 //! call is what the calls query lets them see, plus the playback or download permission.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -114,16 +114,7 @@ async fn serve(
     let call_id = Uuid::parse_str(&call_id).map_err(|_| Refusal(StatusCode::NOT_FOUND, "no such call".to_owned()))?;
     let source = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
     let headers = request.headers().clone();
-    let request_auth =
-        auth::authenticate(&state.admin, auth::token_from(&headers), source, auth::device_from(&headers)).await;
-    let viewer = match request_auth.viewer {
-        Ok(Some(viewer)) => viewer,
-        Ok(None) => return Err(ApiError::not_signed_in().into()),
-        Err(e) => return Err(e.into()),
-    };
-    if viewer.principal.must_change_password && viewer.principal.caller.impersonator.is_none() {
-        return Err(Refusal(StatusCode::FORBIDDEN, "change your password first".to_owned()));
-    }
+    let viewer = signed_in(&state, &headers, source).await?;
     viewer.require(match access {
         RecordingAccess::Playback => Permission::PlaybackCalls,
         RecordingAccess::Download => Permission::DownloadCalls,
@@ -200,6 +191,22 @@ impl Source {
             Self::Encrypted(plain) => plain.len(),
         }
     }
+}
+
+/// The request's signed-in viewer (session cookie or bearer token), who may do more than change their
+/// password.
+async fn signed_in(state: &ApiState, headers: &HeaderMap, source: Option<IpAddr>) -> Result<Arc<Viewer>, Refusal> {
+    let request_auth =
+        auth::authenticate(&state.admin, auth::token_from(headers), source, auth::device_from(headers)).await;
+    let viewer = match request_auth.viewer {
+        Ok(Some(viewer)) => viewer,
+        Ok(None) => return Err(ApiError::not_signed_in().into()),
+        Err(e) => return Err(e.into()),
+    };
+    if viewer.principal.must_change_password && viewer.principal.caller.impersonator.is_none() {
+        return Err(Refusal(StatusCode::FORBIDDEN, "change your password first".to_owned()));
+    }
+    Ok(viewer)
 }
 
 /// The call's tenant and stored recording, if the viewer may see the call (else "no such recording", so
@@ -402,17 +409,7 @@ struct BulkEntry {
 
 async fn bulk_download(state: ApiState, request: Request) -> Result<Response, Refusal> {
     let source = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
-    let headers = request.headers().clone();
-    let request_auth =
-        auth::authenticate(&state.admin, auth::token_from(&headers), source, auth::device_from(&headers)).await;
-    let viewer = match request_auth.viewer {
-        Ok(Some(viewer)) => viewer,
-        Ok(None) => return Err(ApiError::not_signed_in().into()),
-        Err(e) => return Err(e.into()),
-    };
-    if viewer.principal.must_change_password && viewer.principal.caller.impersonator.is_none() {
-        return Err(Refusal(StatusCode::FORBIDDEN, "change your password first".to_owned()));
-    }
+    let viewer = signed_in(&state, &request.headers().clone(), source).await?;
     viewer.require(Permission::DownloadCalls)?;
     let body = axum::body::to_bytes(request.into_body(), 1 << 20)
         .await

@@ -510,9 +510,23 @@ async fn strangers_get_403_calls_over_capacity_503_and_a_silent_call_ends_with_a
     }
 }
 
+/// The start a crashed recorder journaled for `call_id`.
+fn crashed_call_start(call_id: Uuid, started_at: chrono::DateTime<chrono::Utc>) -> recall_domain::call::CallStart {
+    recall_domain::call::CallStart {
+        tenant_id: TENANT,
+        sip_call_id: format!("{call_id}@sbc"),
+        direction: recall_domain::call::CallDirection::Unknown,
+        participants: Vec::new(),
+        extension: None,
+        user_id: None,
+        site: "test".into(),
+        recorder_node: "rec-1".into(),
+        started_at,
+    }
+}
+
 #[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
 async fn a_restarted_recorder_finishes_the_calls_a_crash_left_and_stores_their_files(pool: PgPool) {
-    use recall_domain::call::{CallDirection, CallStart};
     use recall_recorder::outbox::Outbox;
     use recall_recorder::spool::{RecordingMeta, Spool};
 
@@ -521,17 +535,7 @@ async fn a_restarted_recorder_finishes_the_calls_a_crash_left_and_stores_their_f
     let data = tempfile::tempdir().expect("data dir");
     let call_id = Uuid::now_v7();
     let started_at = chrono::Utc::now() - chrono::Duration::seconds(10);
-    let start = CallStart {
-        tenant_id: TENANT,
-        sip_call_id: format!("{call_id}@sbc"),
-        direction: CallDirection::Unknown,
-        participants: Vec::new(),
-        extension: None,
-        user_id: None,
-        site: "test".into(),
-        recorder_node: "rec-1".into(),
-        started_at,
-    };
+    let start = crashed_call_start(call_id, started_at);
     let outbox = Outbox::open(data.path().join("outbox")).expect("outbox");
     outbox.record(call_id, TENANT, CallCommand::RecordCallStart { call_id, start }, false).expect("journaled");
     let meta = RecordingMeta {
@@ -699,20 +703,10 @@ fn crashed_encrypted_call(
     key: &PrivateKey,
     call_id: Uuid,
 ) -> (recall_recorder::spool::SpoolWriter, recall_crypto::FileSealer, usize) {
-    use recall_domain::call::{CallDirection, CallStart, RecordingEncryption};
+    use recall_domain::call::RecordingEncryption;
     use recall_recorder::outbox::Outbox;
     use recall_recorder::spool::{RecordingMeta, Spool};
-    let start = CallStart {
-        tenant_id: TENANT,
-        sip_call_id: format!("{call_id}@sbc"),
-        direction: CallDirection::Unknown,
-        participants: Vec::new(),
-        extension: None,
-        user_id: None,
-        site: "test".into(),
-        recorder_node: "rec-1".into(),
-        started_at: chrono::Utc::now() - chrono::Duration::seconds(10),
-    };
+    let start = crashed_call_start(call_id, chrono::Utc::now() - chrono::Duration::seconds(10));
     let outbox = Outbox::open(data.join("outbox")).expect("outbox");
     outbox.record(call_id, TENANT, CallCommand::RecordCallStart { call_id, start }, false).expect("journaled");
     let meta = RecordingMeta {
