@@ -2,7 +2,8 @@
 //! embedded default, a root administrator signs in, generates a key for the default tenant, activates it
 //! and switches encryption on (GraphQL); a SIPREC call from `recall loadgen` is recorded; the stored file
 //! is encrypted on disk, plays back decrypted over HTTP (also in ranges) and decodes to the call's length;
-//! and no password, passphrase or key material appears in any log line or in the recorder's journals.
+//! and no password, passphrase or key material appears in any log line, in the recorder's journals or in
+//! any event of the audit trail.
 
 mod common;
 
@@ -138,7 +139,24 @@ fn an_encrypted_call_is_recorded_played_back_and_nothing_secret_is_logged() {
         .chain(files_under(&data_dir.join("spool")).into_iter().filter(|p| p.extension().is_some_and(|e| e == "json")))
         .filter_map(|p| std::fs::read_to_string(p).ok())
         .collect();
-    for text in lines.iter().chain(journals.iter()) {
+    // And every event of the audit trail (what the log holds about administration and access).
+    let mut events = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = server.graphql_as(
+            &token,
+            &format!(r#"{{ auditTrail(first: 100{after}) {{ edges {{ node {{ action payload }} }} pageInfo {{ hasNextPage endCursor }} }} }}"#),
+        );
+        let trail = &data(&page)["auditTrail"];
+        events.extend(trail["edges"].as_array().expect("edges").iter().map(|e| e["node"].to_string()));
+        if trail["pageInfo"]["hasNextPage"] != true {
+            break;
+        }
+        after = format!(r#", after: "{}""#, trail["pageInfo"]["endCursor"].as_str().expect("cursor"));
+    }
+    assert!(events.iter().any(|e| e.contains("EncryptionKeyExported")), "the export is in the audit trail");
+    assert!(events.iter().any(|e| e.contains("RecordingAccessed")), "the playback is in the audit trail");
+    for text in lines.iter().chain(journals.iter()).chain(events.iter()) {
         for needle in &needles {
             assert!(!text.contains(needle.as_str()), "a secret in: {text}");
         }
