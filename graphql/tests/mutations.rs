@@ -183,6 +183,13 @@ async fn tenant_mutations_change_what_the_tenant_query_shows(pool: PgPool) {
         "fileEncryption": true,
         "audioFormat": "WAV_MONO",
     });
+    // A new tenant has no encryption key yet, so it cannot start with encryption on.
+    let refused = api
+        .refused_with(Some(root), "$input: CreateTenantInput!", "createTenant(input: $input)", json!({"input": input}))
+        .await;
+    assert!(refused["message"].as_str().unwrap_or_default().contains("encryption key"), "{refused}");
+    let mut input = input;
+    input["fileEncryption"] = json!(false);
     let created = api
         .mutate_with(root, "$input: CreateTenantInput!", "createTenant(input: $input)", json!({"input": input}))
         .await;
@@ -194,8 +201,15 @@ async fn tenant_mutations_change_what_the_tenant_query_shows(pool: PgPool) {
     assert_eq!(
         shown["tenant"],
         json!({"name": name, "timezone": "Europe/Paris", "defaultRecordMode": "ON_DEMAND",
-               "storageOption": "PROVIDER_HOSTED", "fileEncryption": true, "audioFormat": "WAV_MONO"})
+               "storageOption": "PROVIDER_HOSTED", "fileEncryption": false, "audioFormat": "WAV_MONO"})
     );
+    // With a key of its own activated, encryption goes on.
+    let key =
+        api.mutate(root, &format!(r#"generateEncryptionKey(input: {{tenantId: "{tenant}", name: "Main"}})"#)).await;
+    api.mutate(root, &format!(r#"activateEncryptionKey(keyId: "{}")"#, id_of(&key))).await;
+    api.mutate(root, &format!(r#"setFileEncryption(tenantId: "{tenant}", enabled: true)"#)).await;
+    let shown = api.query(root, &read("fileEncryption encryptionKeyId")).await;
+    assert_eq!(shown["tenant"], json!({"fileEncryption": true, "encryptionKeyId": id_of(&key)}));
 
     let renamed = unique("Tenant D");
     api.mutate(root, &format!(r#"renameTenant(tenantId: "{tenant}", name: "{renamed}")"#)).await;
