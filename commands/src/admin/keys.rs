@@ -296,11 +296,11 @@ impl Admin {
                 Ok(Done::of(self.run(&self.keys, key_id, command, meta).await?))
             }
             EncryptionKeyRequest::Export { passphrase } => {
-                let pem = match passphrase {
+                let (pem, with_private) = match passphrase {
                     None => {
                         let (_, public) =
                             self.key_store.tenant_key(key_id).await?.ok_or(AdminError::NotFound("encryption key"))?;
-                        SecretString::from(public.to_pem())
+                        (SecretString::from(public.to_pem()), false)
                     }
                     Some(passphrase) => {
                         if passphrase.expose_secret().chars().count() < MIN_EXPORT_PASSPHRASE {
@@ -317,10 +317,9 @@ impl Admin {
                         let pem = blocking(move || private.export_encrypted_pem(passphrase.expose_secret()))
                             .await?
                             .map_err(crypto)?;
-                        SecretString::from(pem.as_str().to_owned())
+                        (SecretString::from(pem.as_str().to_owned()), true)
                     }
                 };
-                let with_private = pem.expose_secret().contains("PRIVATE KEY");
                 let command = EncryptionKeyCommand::ExportEncryptionKey { by: caller, with_private };
                 let receipt = self.run(&self.keys, key_id, command, meta).await?;
                 Ok(Done { receipts: vec![receipt], issued: Some(pem) })
