@@ -788,8 +788,10 @@ fn record_a_call(format: Option<&str>, transport: &str, rtp_from: u16) {
     {
         let sent = sent_at(work.path(), cseq);
         let late = ms_between(sent, at);
-        // sipp's trace has millisecond resolution (truncated): an event in the same millisecond can read -1.
-        assert!((-1..100).contains(&late), "{what} at {at}, {late} ms after sipp sent {cseq}: {}", context());
+        // sipp stamps its trace when it writes the line, after the send returned: on a loaded machine (CI runs
+        // two tests at once on two cores) the recorder can take the request in before sipp gets to its trace,
+        // so the event can read a few ms *before* the trace (seen: -2 ms over TCP).
+        assert!((-25..100).contains(&late), "{what} at {at}, {late} ms after sipp sent {cseq}: {}", context());
     }
     let mut aors: Vec<String> = call
         .events
