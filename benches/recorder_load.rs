@@ -538,6 +538,7 @@ fn run_call(
                         key_id: key.id,
                         format_version: FORMAT_VERSION,
                         unterminated_chunks: None,
+                        file_key_id: None,
                     })
                 }
                 None => {

@@ -73,6 +73,51 @@ pub struct RecordingEncryption {
     /// `k` sealed chunks, and a reader must be told so, since such a file has no footer to say where it ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unterminated_chunks: Option<u64>,
+    /// The key id the file's header names, when it is not `key_id`: a recording restored on another
+    /// installation, whose key was imported there under an id of its own (the same key: the restore matched
+    /// it by its fingerprint). The header's id stays part of the data key's wrapping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_key_id: Option<Uuid>,
+}
+
+impl RecordingEncryption {
+    /// The key id the file's header must name.
+    pub fn header_key_id(&self) -> Uuid {
+        self.file_key_id.unwrap_or(self.key_id)
+    }
+}
+
+/// How a restored call ended (the facts of its `CallEnded`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallEnd {
+    pub reason: CallEndReason,
+    pub at: DateTime<Utc>,
+    pub duration_ms: u64,
+}
+
+/// A call a restore job adds from a backup archive: its start (with the participants as last named, and
+/// this installation's tenant; a user only if this tenant has them), its end, how long it was paused, and
+/// the recording, already copied to this installation's storage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoredCall {
+    pub call_id: Uuid,
+    pub start: CallStart,
+    pub end: CallEnd,
+    pub paused_ms: u64,
+    pub recording: StoredRecording,
+    pub source: RestoreSource,
+}
+
+/// Where a restored call came from: the job run that read it and the installation that recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreSource {
+    pub job_id: Uuid,
+    pub run_id: Uuid,
+    /// The site that recorded the call and the tenant it belonged to there.
+    pub origin_site: String,
+    pub origin_tenant_id: Uuid,
+    /// How many events the archive holds for the call (they are kept in the archive, not replayed).
+    pub archived_events: u64,
 }
 
 /// Which way a call went, seen from the recorded party.
@@ -159,6 +204,13 @@ pub enum CallCommand {
     RecordAccess {
         access: RecordingAccess,
     },
+    /// A restore job adds a call this installation does not have, from a backup archive.
+    RestoreCall(Box<RestoredCall>),
+    /// A restore job put a stored recording this installation had lost back where the log says it is.
+    RecordRecordingPutBack {
+        job_id: Uuid,
+        run_id: Uuid,
+    },
 }
 
 /// What a user did with a stored recording, for the audit trail.
@@ -214,6 +266,11 @@ pub enum CallEvent {
     RecordingAccessed {
         access: RecordingAccess,
     },
+    CallRestored(Box<RestoredCall>),
+    RecordingPutBack {
+        job_id: Uuid,
+        run_id: Uuid,
+    },
 }
 
 impl DomainEvent for CallEvent {
@@ -229,6 +286,8 @@ impl DomainEvent for CallEvent {
             Self::RecordingStored { .. } => "RecordingStored",
             Self::RecordingFailed { .. } => "RecordingFailed",
             Self::RecordingAccessed { .. } => "RecordingAccessed",
+            Self::CallRestored(_) => "CallRestored",
+            Self::RecordingPutBack { .. } => "RecordingPutBack",
         }
     }
 
@@ -342,6 +401,31 @@ fn valid_participants(participants: &[Participant]) -> Result<(), CallError> {
     Ok(())
 }
 
+/// The start as the log keeps it: Call-ID and extension trimmed; refused when they or a party are unusable.
+fn valid_start(start: CallStart) -> Result<CallStart, CallError> {
+    let sip_call_id = start.sip_call_id.trim().to_owned();
+    if sip_call_id.is_empty() || sip_call_id.len() > 1024 || sip_call_id.chars().any(char::is_control) {
+        return Err(CallError::InvalidSipCallId);
+    }
+    let extension = optional_extension(start.extension)?;
+    valid_participants(&start.participants)?;
+    Ok(CallStart { sip_call_id, extension, ..start })
+}
+
+/// The recording as the log keeps it: location trimmed, SHA-256 in lower case; refused without either.
+fn valid_recording(recording: StoredRecording) -> Result<StoredRecording, CallError> {
+    let sha256 = recording.sha256.to_ascii_lowercase();
+    let location = recording.location.trim().to_owned();
+    if location.is_empty()
+        || location.len() > 4096
+        || sha256.len() != 64
+        || !sha256.chars().all(|c| c.is_ascii_hexdigit())
+    {
+        return Err(CallError::InvalidRecording);
+    }
+    Ok(StoredRecording { location, sha256, ..recording })
+}
+
 fn optional_extension(extension: Option<String>) -> Result<Option<String>, CallError> {
     extension
         .filter(|e| !e.trim().is_empty())
@@ -363,13 +447,7 @@ impl Aggregate for Call {
                 if self.exists() {
                     return Err(CallError::AlreadyStarted);
                 }
-                let sip_call_id = start.sip_call_id.trim().to_owned();
-                if sip_call_id.is_empty() || sip_call_id.len() > 1024 || sip_call_id.chars().any(char::is_control) {
-                    return Err(CallError::InvalidSipCallId);
-                }
-                let extension = optional_extension(start.extension)?;
-                valid_participants(&start.participants)?;
-                Ok(vec![CallEvent::CallStarted { call_id, start: CallStart { sip_call_id, extension, ..start } }])
+                Ok(vec![CallEvent::CallStarted { call_id, start: valid_start(start)? }])
             }
             CallCommand::AssignCall { user_id, extension } => {
                 if !self.exists() {
@@ -435,21 +513,11 @@ impl Aggregate for Call {
                 if self.ended_at.is_none() {
                     return Err(CallError::NotEnded);
                 }
-                let sha256 = recording.sha256.to_ascii_lowercase();
-                let location = recording.location.trim().to_owned();
-                if location.is_empty()
-                    || location.len() > 4096
-                    || sha256.len() != 64
-                    || !sha256.chars().all(|c| c.is_ascii_hexdigit())
-                {
-                    return Err(CallError::InvalidRecording);
-                }
+                let recording = valid_recording(recording)?;
                 match &self.stored {
-                    Some(stored) if *stored == sha256 => Ok(vec![]),
+                    Some(stored) if *stored == recording.sha256 => Ok(vec![]),
                     Some(_) => Err(CallError::AlreadyStored),
-                    None => Ok(vec![CallEvent::RecordingStored {
-                        recording: StoredRecording { location, sha256, ..recording },
-                    }]),
+                    None => Ok(vec![CallEvent::RecordingStored { recording }]),
                 }
             }
             CallCommand::RecordFailure { lost, reason } => {
@@ -471,6 +539,28 @@ impl Aggregate for Call {
                     return Err(CallError::NotStored);
                 }
                 Ok(vec![CallEvent::RecordingAccessed { access }])
+            }
+            CallCommand::RestoreCall(restored) => {
+                if self.exists() {
+                    // Restored before, or recorded here: a restore run twice adds nothing.
+                    return Ok(vec![]);
+                }
+                let RestoredCall { start, end, recording, .. } = *restored.clone();
+                let start = valid_start(start)?;
+                if end.at < start.started_at {
+                    return Err(CallError::BeforeStart);
+                }
+                let recording = valid_recording(recording)?;
+                Ok(vec![CallEvent::CallRestored(Box::new(RestoredCall { start, recording, ..*restored }))])
+            }
+            CallCommand::RecordRecordingPutBack { job_id, run_id } => {
+                if !self.exists() {
+                    return Err(CallError::NotFound);
+                }
+                if self.stored.is_none() {
+                    return Err(CallError::NotStored);
+                }
+                Ok(vec![CallEvent::RecordingPutBack { job_id, run_id }])
             }
         }
     }
@@ -501,17 +591,30 @@ impl Aggregate for Call {
                 self.paused_at = None;
             }
             CallEvent::RecordingStored { recording } => self.stored = Some(recording.sha256),
+            CallEvent::CallRestored(restored) => {
+                let RestoredCall { call_id, start, end, recording, .. } = *restored;
+                self.call_id = call_id;
+                self.tenant_id = Some(start.tenant_id);
+                self.extension = start.extension;
+                self.user_id = start.user_id;
+                self.started_at = Some(start.started_at);
+                self.ended_at = Some(end.at);
+                self.stored = Some(recording.sha256);
+            }
+            CallEvent::RecordingPutBack { .. } => {}
         }
     }
 
     fn index_changes(&self, event: &CallEvent) -> Vec<IndexChange> {
+        let listed_from_start = |call_id: Uuid, start: &CallStart| match (&start.extension, start.user_id) {
+            (Some(extension), None) => {
+                vec![IndexChange::Claim(Self::unassigned_key(start.tenant_id, extension, call_id))]
+            }
+            _ => Vec::new(),
+        };
         match event {
-            CallEvent::CallStarted { call_id, start } => match (&start.extension, start.user_id) {
-                (Some(extension), None) => {
-                    vec![IndexChange::Claim(Self::unassigned_key(start.tenant_id, extension, *call_id))]
-                }
-                _ => Vec::new(),
-            },
+            CallEvent::CallStarted { call_id, start } => listed_from_start(*call_id, start),
+            CallEvent::CallRestored(restored) => listed_from_start(restored.call_id, &restored.start),
             CallEvent::CallAssigned { .. } => {
                 self.listed_as_unassigned().map(IndexChange::Release).into_iter().collect()
             }
@@ -576,6 +679,58 @@ mod tests {
         assert_eq!(
             when::<Call>(stored, download, &()),
             Ok(vec![CallEvent::RecordingAccessed { access: RecordingAccess::Download }])
+        );
+    }
+
+    #[test]
+    fn a_restored_call_is_added_once_and_listed_unassigned_without_a_user_here() {
+        let recording: StoredRecording = serde_json::from_value(serde_json::json!({
+            "storage_target_id": null, "location": " t/c.mp3 ", "format": "mp3_stereo32", "size_bytes": 1,
+            "duration_ms": 1, "sha256": "AB".repeat(32)
+        }))
+        .expect("a stored recording");
+        let start = start(Some("2001"), None);
+        let end = CallEnd {
+            reason: CallEndReason::Bye,
+            at: start.started_at + chrono::Duration::seconds(5),
+            duration_ms: 5000,
+        };
+        let source = RestoreSource {
+            job_id: Uuid::from_u128(1),
+            run_id: Uuid::from_u128(2),
+            origin_site: "east".into(),
+            origin_tenant_id: Uuid::from_u128(3),
+            archived_events: 4,
+        };
+        let restore = |start: CallStart, end: CallEnd| {
+            CallCommand::RestoreCall(Box::new(RestoredCall {
+                call_id: CALL,
+                start,
+                end,
+                paused_ms: 0,
+                recording: recording.clone(),
+                source: source.clone(),
+            }))
+        };
+        let events = when::<Call>([], restore(start.clone(), end), &()).expect("restored");
+        let [CallEvent::CallRestored(restored)] = events.as_slice() else { panic!("{events:?}") };
+        let kept = &restored.recording;
+        assert_eq!((kept.location.as_str(), kept.sha256.clone()), ("t/c.mp3", "ab".repeat(32)));
+        assert_eq!(
+            Call::default().index_changes(&events[0]),
+            vec![IndexChange::Claim(Call::unassigned_key(start.tenant_id, "2001", CALL))]
+        );
+        let call = crate::testing::given::<Call>(events.clone());
+        assert!(call.exists() && call.ended_at() == Some(end.at));
+        assert_eq!(when::<Call>(events.clone(), restore(start.clone(), end), &()), Ok(vec![]), "restored twice: once");
+        assert_eq!(when::<Call>(started(None, None), restore(start.clone(), end), &()), Ok(vec![]), "recorded here");
+        let early = CallEnd { at: start.started_at - chrono::Duration::seconds(1), ..end };
+        assert_eq!(when::<Call>([], restore(start.clone(), early), &()), Err(CallError::BeforeStart));
+        let put_back = CallCommand::RecordRecordingPutBack { job_id: source.job_id, run_id: source.run_id };
+        assert_eq!(when::<Call>(started(None, None), put_back.clone(), &()), Err(CallError::NotStored));
+        assert_eq!(
+            when::<Call>(events, put_back, &()),
+            Ok(vec![CallEvent::RecordingPutBack { job_id: source.job_id, run_id: source.run_id }])
         );
     }
 
@@ -766,6 +921,7 @@ mod tests {
                 key_id: Uuid::from_u128(0x4e7),
                 format_version: 1,
                 unterminated_chunks: Some(3),
+                file_key_id: None,
             }),
             ..recording
         };

@@ -28,6 +28,8 @@ pub enum Namespace {
     EncryptionKeyName(Uuid),
     /// Evaluation form names within a tenant (case-insensitive).
     EvaluationFormName(Uuid),
+    /// Job names (backups, restores) within a tenant (case-insensitive).
+    JobName(Uuid),
     /// Users holding a role; the key is the user id.
     RoleHolders(Uuid),
     /// Members of a group; the key is the user id.
@@ -52,6 +54,7 @@ impl Namespace {
             Self::CustomFieldName(_) => "custom field name",
             Self::EncryptionKeyName(_) => "encryption key name",
             Self::EvaluationFormName(_) => "evaluation form name",
+            Self::JobName(_) => "job name",
             Self::RoleHolders(_) => "role holder",
             Self::GroupMembers(_) => "group member",
             Self::UnassignedCalls(_) => "unassigned call",
@@ -73,6 +76,7 @@ impl fmt::Display for Namespace {
             Self::CustomFieldName(t) => write!(f, "custom_field_name/{t}"),
             Self::EncryptionKeyName(t) => write!(f, "encryption_key_name/{t}"),
             Self::EvaluationFormName(t) => write!(f, "evaluation_form_name/{t}"),
+            Self::JobName(t) => write!(f, "job_name/{t}"),
             Self::RoleHolders(r) => write!(f, "role_holders/{r}"),
             Self::GroupMembers(g) => write!(f, "group_members/{g}"),
             Self::UnassignedCalls(t) => write!(f, "unassigned_calls/{t}"),
@@ -107,6 +111,7 @@ impl std::str::FromStr for Namespace {
             "custom_field_name" => Self::CustomFieldName(id),
             "encryption_key_name" => Self::EncryptionKeyName(id),
             "evaluation_form_name" => Self::EvaluationFormName(id),
+            "job_name" => Self::JobName(id),
             "role_holders" => Self::RoleHolders(id),
             "group_members" => Self::GroupMembers(id),
             "unassigned_calls" => Self::UnassignedCalls(id),
@@ -178,6 +183,7 @@ mod tests {
             Namespace::CustomFieldName(id),
             Namespace::EncryptionKeyName(id),
             Namespace::EvaluationFormName(id),
+            Namespace::JobName(id),
             Namespace::RoleHolders(id),
             Namespace::GroupMembers(id),
             Namespace::UnassignedCalls(id),

@@ -16,6 +16,7 @@ pub mod field_visibility;
 pub mod group;
 pub mod hlc;
 pub mod index;
+pub mod job;
 pub mod lifecycle;
 pub mod names;
 pub mod recording_policy;

@@ -47,6 +47,9 @@ struct StoredEncryption {
     key_id: Uuid,
     #[serde(default)]
     unterminated_chunks: Option<u64>,
+    /// The id the file's header names when it is not `key_id` (a restored file; see `RecordingEncryption`).
+    #[serde(default)]
+    file_key_id: Option<Uuid>,
 }
 
 /// An answer that is not audio: a status and a sentence.
@@ -270,10 +273,14 @@ async fn open_encrypted(
     size: u64,
 ) -> Result<PlainFile, Refusal> {
     let header = FileHeader::parse(head).map_err(|e| tampered(call_id, e))?;
-    if header.recording_id() != call_id || stored.encryption.as_ref().is_some_and(|e| e.key_id != header.key_id()) {
+    if header.recording_id() != call_id
+        || stored.encryption.as_ref().is_some_and(|e| e.file_key_id.unwrap_or(e.key_id) != header.key_id())
+    {
         return Err(tampered(call_id, "the file's header names another recording or key"));
     }
-    let tenant_key = state.admin.open_tenant_key(&viewer.principal.caller, header.key_id()).await?;
+    // The key as this installation knows it (a restored file's key may have been imported under another id).
+    let key_id = stored.encryption.as_ref().map_or(header.key_id(), |e| e.key_id);
+    let tenant_key = state.admin.open_tenant_key(&viewer.principal.caller, key_id).await?;
     let unwrap_header = header.clone();
     let data_key = tokio::task::spawn_blocking(move || unwrap_header.unwrap_key(&tenant_key))
         .await

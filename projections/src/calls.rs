@@ -2,12 +2,13 @@
 //! extension, the user it is assigned to (none: "not assigned to users"), and a text-search vector over
 //! the parties and numbers. Call starts arrive by the thousand: consecutive starts go in one statement.
 //! An encrypted recording's key (and, for a file stored without its final chunk, its chunk count) has columns
-//! of its own, so the calls a key opens are found without reading the recording's JSON.
+//! of its own, so the calls a key opens are found without reading the recording's JSON. A call a restore job
+//! added (`CallRestored`) has its whole row at once, and `restored` says where it came from.
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use recall_commands::LoggedEvent;
-use recall_domain::call::{CallEvent, Participant};
+use recall_domain::call::{CallEvent, Participant, RestoredCall};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -72,7 +73,7 @@ impl Projection for Calls {
     }
 
     fn version(&self) -> i32 {
-        3
+        4
     }
 
     fn create(&self, s: &str) -> Vec<String> {
@@ -86,7 +87,7 @@ impl Projection for Calls {
                     search tsvector NOT NULL, end_reason text, paused_since timestamptz,
                     paused_ms bigint NOT NULL DEFAULT 0, dtmf text NOT NULL DEFAULT '',
                     recording jsonb, failures jsonb NOT NULL DEFAULT '[]', encryption_key_id uuid,
-                    encrypted_chunks bigint)"
+                    encrypted_chunks bigint, restored jsonb)"
             ),
         ]
     }
@@ -110,30 +111,50 @@ impl Projection for Calls {
         Box::pin(async move {
             let mut starts = Starts::default();
             for event in events.iter().filter(|e| e.event.aggregate_type == "Call") {
-                match payload::<CallEvent>(event)? {
-                    CallEvent::CallStarted { call_id, start } => {
-                        starts.search.push(search_text(
-                            &start.sip_call_id,
-                            start.extension.as_deref(),
-                            &start.participants,
-                        ));
-                        starts.call_id.push(call_id);
-                        starts.tenant_id.push(start.tenant_id);
-                        starts.direction.push(text(&start.direction));
-                        starts.participants.push(serde_json::to_string(&start.participants).unwrap_or_default());
-                        starts.extension.push(start.extension);
-                        starts.user_id.push(start.user_id);
-                        starts.site.push(start.site);
-                        starts.recorder.push(start.recorder_node);
-                        starts.started_at.push(start.started_at);
-                        starts.sip_call_id.push(start.sip_call_id);
+                let (call_id, start, restored) = match payload::<CallEvent>(event)? {
+                    CallEvent::CallStarted { call_id, start } => (call_id, start, None),
+                    CallEvent::CallRestored(restored) => {
+                        let RestoredCall { call_id, start, end, paused_ms, recording, source } = *restored;
+                        (call_id, start, Some((end, paused_ms, recording, source)))
                     }
                     other => {
                         starts.flush(conn, s).await?;
                         let call_id = Uuid::parse_str(&event.event.aggregate_id)
                             .map_err(|e| ProjectionError::unreadable(event, e))?;
                         update(conn, s, call_id, event.event.recorded_at, other).await?;
+                        continue;
                     }
+                };
+                {
+                    starts.search.push(search_text(
+                        &start.sip_call_id,
+                        start.extension.as_deref(),
+                        &start.participants,
+                    ));
+                    starts.call_id.push(call_id);
+                    starts.tenant_id.push(start.tenant_id);
+                    starts.direction.push(text(&start.direction));
+                    starts.participants.push(serde_json::to_string(&start.participants).unwrap_or_default());
+                    starts.extension.push(start.extension);
+                    starts.user_id.push(start.user_id);
+                    starts.site.push(start.site);
+                    starts.recorder.push(start.recorder_node);
+                    starts.started_at.push(start.started_at);
+                    starts.sip_call_id.push(start.sip_call_id);
+                }
+                if let Some((end, paused_ms, recording, source)) = restored {
+                    // A restored call arrives whole: its start with the others, then the rest of its row.
+                    starts.flush(conn, s).await?;
+                    let at = event.event.recorded_at;
+                    let ended = CallEvent::CallEnded { reason: end.reason, at: end.at, duration_ms: end.duration_ms };
+                    update(conn, s, call_id, at, ended).await?;
+                    update(conn, s, call_id, at, CallEvent::RecordingStored { recording }).await?;
+                    sqlx::query(&format!("UPDATE {s}.calls SET paused_ms = $2, restored = $3 WHERE call_id = $1"))
+                        .bind(call_id)
+                        .bind(i64::try_from(paused_ms).unwrap_or(i64::MAX))
+                        .bind(serde_json::to_value(&source).unwrap_or_default())
+                        .execute(&mut *conn)
+                        .await?;
                 }
             }
             starts.flush(conn, s).await
@@ -161,7 +182,10 @@ async fn update(
     event: CallEvent,
 ) -> Result<(), ProjectionError> {
     let (sql, binds): (String, Vec<Bind>) = match event {
-        CallEvent::CallStarted { .. } | CallEvent::RecordingAccessed { .. } => return Ok(()),
+        CallEvent::CallStarted { .. }
+        | CallEvent::CallRestored(_)
+        | CallEvent::RecordingAccessed { .. }
+        | CallEvent::RecordingPutBack { .. } => return Ok(()),
         CallEvent::CallAssigned { user_id, extension, .. } => (
             format!("UPDATE {s}.calls SET user_id = $2, extension = $3, assigned_at = $4 WHERE call_id = $1"),
             vec![Bind::Id(Some(user_id)), Bind::Text(extension), Bind::Time(recorded_at)],

@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod calls;
 pub mod directory;
+pub mod jobs;
 pub mod rebuild;
 pub mod runner;
 mod schema;
@@ -72,6 +73,7 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
     vec![
         std::sync::Arc::new(directory::Directory),
         std::sync::Arc::new(calls::Calls),
+        std::sync::Arc::new(jobs::Jobs),
         std::sync::Arc::new(audit::Audit),
     ]
 }

@@ -251,6 +251,7 @@ async fn a_calls_lifecycle_reaches_its_row_and_a_rebuild_gives_the_same_row(pool
                     key_id: uuid::Uuid::from_u128(0x4e7),
                     format_version: 1,
                     unterminated_chunks: Some(3),
+                    file_key_id: None,
                 }),
             },
         },

@@ -716,7 +716,12 @@ fn crashed_encrypted_call(
         format: AudioFormat::WavStereo,
         duration_ms: 0,
         sample_rate: Some(8000),
-        encryption: Some(RecordingEncryption { key_id: KEY_ID, format_version: 1, unterminated_chunks: None }),
+        encryption: Some(RecordingEncryption {
+            key_id: KEY_ID,
+            format_version: 1,
+            unterminated_chunks: None,
+            file_key_id: None,
+        }),
     };
     let spool = Spool::open(data.join("spool"), 1 << 30).expect("spool");
     let mut writer = spool.create_with(call_id, "wav.enc", Duration::from_secs(1), Some(&meta)).expect("spool file");

@@ -133,6 +133,35 @@ impl Admin {
         self.resolve(kind).await
     }
 
+    /// The object store a tenant's recordings are in: its storage target `target_id` (local directory or S3),
+    /// or, for a recording stored without a target, the installation's recordings directory `local` (none:
+    /// this process does not hold them).
+    pub async fn recordings_store(
+        &self,
+        tenant_id: Uuid,
+        target_id: Option<Uuid>,
+        local: Option<&std::path::Path>,
+    ) -> Result<std::sync::Arc<dyn object_store::ObjectStore>, AdminError> {
+        match target_id {
+            Some(target_id) => {
+                let resolved = self.resolve_storage_target(tenant_id, target_id).await?;
+                crate::storage_probe::object_store_for(&resolved).map_err(|e| AdminError::Invalid(e.to_string()))
+            }
+            None => {
+                let dir = local.ok_or_else(|| {
+                    AdminError::Unavailable("this process does not hold the installation's recordings".to_owned())
+                })?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| AdminError::Unavailable(format!("cannot use {}: {e}", dir.display())))?;
+                let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
+                    .map_err(|e| AdminError::Unavailable(format!("cannot use {}: {e}", dir.display())))?
+                    .with_automatic_cleanup(false)
+                    .with_fsync(true);
+                Ok(std::sync::Arc::new(store))
+            }
+        }
+    }
+
     /// A target's settings with the credentials they name opened.
     async fn resolve(&self, kind: StorageKind) -> Result<ResolvedStorage, AdminError> {
         let mut secrets = BTreeMap::new();

@@ -6,6 +6,7 @@
 mod auth;
 mod bootstrap;
 mod config;
+mod jobs;
 mod keys;
 mod recordings;
 mod request;
@@ -27,6 +28,7 @@ use recall_domain::failed_attempt::{FailedAttempt, FailedAttemptCommand, Refusal
 use recall_domain::field_visibility::FieldVisibility;
 use recall_domain::group::Group;
 use recall_domain::index::IndexKey;
+use recall_domain::job::Job;
 use recall_domain::role::Role;
 use recall_domain::session::Session;
 use recall_domain::storage_target::StorageTarget;
@@ -38,6 +40,7 @@ use uuid::Uuid;
 
 pub use auth::{AuthError, Principal, SignInError, SignInRequest, SignedIn};
 pub use bootstrap::DEFAULT_TENANT;
+pub use jobs::JobRequest;
 pub use keys::EncryptionKeyRequest;
 pub use recordings::RecordingAccess;
 pub use request::{
@@ -225,6 +228,7 @@ pub struct Admin {
     pub(crate) attempts: CommandService<FailedAttempt>,
     pub(crate) api_tokens: CommandService<ApiToken>,
     pub(crate) keys: CommandService<EncryptionKey>,
+    pub(crate) jobs: CommandService<Job>,
     pub(crate) index: WriteIndex,
     pub(crate) key_store: KeyStore,
     pub(crate) keyring: keys::Keyring,
@@ -261,6 +265,7 @@ impl Admin {
             attempts: CommandService::new(log.clone(), ()),
             api_tokens: CommandService::new(log.clone(), ()),
             keys: CommandService::new(log.clone(), ()),
+            jobs: CommandService::new(log.clone(), ()),
             index: WriteIndex::new(log.pool().clone()),
             key_store: KeyStore::new(log.pool().clone()),
             keyring: keys::Keyring::default(),
@@ -331,6 +336,7 @@ impl Admin {
             }
             AdminCommand::RevokeApiToken { token_id } => self.revoke_api_token(&ctx, token_id).await,
             AdminCommand::EncryptionKey { key_id, request } => self.encryption_key(&ctx, key_id, request).await,
+            AdminCommand::Job { job_id, request } => self.job(&ctx, job_id, request).await,
         }
     }
 

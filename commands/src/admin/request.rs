@@ -94,6 +94,11 @@ pub enum AdminCommand {
         key_id: Uuid,
         request: super::EncryptionKeyRequest,
     },
+    /// A backup or restore job: define, edit, delete, run now.
+    Job {
+        job_id: Uuid,
+        request: super::JobRequest,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -309,6 +314,7 @@ impl AdminCommand {
             Self::FieldVisibility { command } => format!("FieldVisibility.{}", variant_name(command)),
             Self::EvaluationForm { request, .. } => format!("EvaluationForm.{}", variant_name(request)),
             Self::EncryptionKey { request, .. } => format!("EncryptionKey.{}", variant_name(request)),
+            Self::Job { request, .. } => format!("Job.{}", variant_name(request)),
             other => variant_name(other),
         }
     }
@@ -335,6 +341,7 @@ impl AdminCommand {
             Self::EvaluationForm { form_id, .. } => format!("EvaluationForm/{form_id}"),
             Self::IssueApiToken { token_id, .. } | Self::RevokeApiToken { token_id } => format!("ApiToken/{token_id}"),
             Self::EncryptionKey { key_id, .. } => format!("EncryptionKey/{key_id}"),
+            Self::Job { job_id, .. } => format!("Job/{job_id}"),
         }
     }
 }

@@ -337,6 +337,21 @@ async fn head_position(pool: &PgPool) -> Result<u64, LogError> {
     Ok(u64::try_from(head).unwrap_or(0))
 }
 
+/// Every event of one aggregate, in its sequence order, as stored (sequenced or not yet).
+pub async fn read_aggregate(
+    pool: &PgPool,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<Vec<StoredEvent>, LogError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events e WHERE e.aggregate_type = $1 AND e.aggregate_id = $2 ORDER BY e.sequence"
+    ))
+    .bind(aggregate_type)
+    .bind(aggregate_id)
+    .fetch_all(pool)
+    .await?)
+}
+
 /// Up to `limit` events after position `after`, in order.
 pub async fn read_batch(pool: &PgPool, after: u64, limit: u32) -> Result<Vec<LoggedEvent>, LogError> {
     let after = i64::try_from(after).unwrap_or(i64::MAX);

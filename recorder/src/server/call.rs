@@ -491,6 +491,7 @@ async fn open_recording(
                 key_id,
                 format_version: recall_crypto::FORMAT_VERSION,
                 unterminated_chunks: None,
+                file_key_id: None,
             };
             (Some(sealer), header, Some(encryption))
         }

@@ -1,0 +1,97 @@
+//! Backup and restore jobs as administrators define and start them. The work itself is done by the job
+//! runner (`recall-jobs`) in whichever recall process claims the run; what is decided here is who may define
+//! a job on which storage target, and that a run asked for is queued (`job_runs`) and recorded.
+
+use recall_domain::access::{Permission, Resource};
+use recall_domain::job::{JobCommand, JobKind, Schedule};
+use uuid::Uuid;
+
+use super::{Admin, AdminError, Ctx, Done};
+
+/// What an administrator asks of a job. Backups and restores both need the right to manage the tenant's
+/// storage: they read and write its storage targets.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobRequest {
+    Define {
+        tenant_id: Uuid,
+        name: String,
+        kind: JobKind,
+        schedule: Option<Schedule>,
+    },
+    Edit {
+        name: String,
+        kind: JobKind,
+        schedule: Option<Schedule>,
+    },
+    Delete,
+    /// Starts a run now (`run_id` chosen by the caller, so a retried request queues one run).
+    RunNow {
+        run_id: Uuid,
+    },
+}
+
+impl Admin {
+    pub(super) async fn job(&self, ctx: &Ctx<'_>, job_id: Uuid, request: JobRequest) -> Result<Done, AdminError> {
+        let job = self.load(&self.jobs, job_id).await?;
+        let tenant_id = match &request {
+            JobRequest::Define { tenant_id, .. } => {
+                self.active_tenant(*tenant_id).await?;
+                *tenant_id
+            }
+            _ => job.tenant_id().filter(|_| job.exists()).ok_or(AdminError::NotFound("job"))?,
+        };
+        ctx.authorize(Permission::ManageStorage, &Resource::TenantConfig { tenant: tenant_id })?;
+        let meta = ctx.meta(Some(tenant_id));
+        let command = match request {
+            JobRequest::Define { tenant_id, name, kind, schedule } => {
+                self.job_target(tenant_id, &kind).await?;
+                JobCommand::DefineJob { tenant_id, name, kind, schedule }
+            }
+            JobRequest::Edit { name, kind, schedule } => {
+                self.job_target(tenant_id, &kind).await?;
+                JobCommand::EditJob { name, kind, schedule }
+            }
+            JobRequest::Delete => JobCommand::DeleteJob,
+            JobRequest::RunNow { run_id } => {
+                // Queued first: a run recorded but never queued would hold the job forever. A refusal (a run
+                // is under way) takes the row back.
+                sqlx::query(
+                    "INSERT INTO job_runs (run_id, job_id, tenant_id, trigger) VALUES ($1, $2, $3, 'manual')
+                     ON CONFLICT (run_id) DO NOTHING",
+                )
+                .bind(run_id)
+                .bind(job_id)
+                .bind(tenant_id)
+                .execute(self.log.pool())
+                .await?;
+                let result = self.run(&self.jobs, job_id, JobCommand::RequestRun { run_id }, meta).await;
+                if result.is_err() {
+                    sqlx::query("DELETE FROM job_runs WHERE run_id = $1 AND state = 'due'")
+                        .bind(run_id)
+                        .execute(self.log.pool())
+                        .await?;
+                }
+                return Ok(Done::of(result?));
+            }
+        };
+        Ok(Done::of(self.run(&self.jobs, job_id, command, meta).await?))
+    }
+
+    /// The job's storage target must be the tenant's, and usable: not deleted, and an object store (local
+    /// directory or S3; FTP and SFTP targets are written by the recorder's uploads only).
+    async fn job_target(&self, tenant_id: Uuid, kind: &JobKind) -> Result<(), AdminError> {
+        let target = self.load(&self.storage, kind.target_id()).await?;
+        if target.tenant_id() != Some(tenant_id) || !target.exists() {
+            return Err(AdminError::NotFound("storage target"));
+        }
+        match target.kind() {
+            Some(recall_domain::storage_target::StorageKind::Ftp { .. } | recall_domain::storage_target::StorageKind::Sftp { .. }) => {
+                Err(AdminError::Invalid(
+                    "backups and restores use a local-directory or S3 storage target; FTP and SFTP are not supported for them yet"
+                        .to_owned(),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! The backup archive: what a backup writes under its path on a storage target, and a restore reads.
+//!
+//! ```text
+//! <path>/archive.json                       what this is (format, version, tenant, site), written first
+//! <path>/recordings/<call id>/<file name>   each recording exactly as stored (`….mp3.enc` stays encrypted)
+//! <path>/calls/<call id>.json               the call: its events with their envelopes, the recording's
+//!                                           facts and SHA-256, the key it needs; written after its file,
+//!                                           so a call listed here is complete in the archive
+//! <path>/keys.json                          the public part of every key the archived files need
+//! <path>/runs/<run id>.json                 each backup run's summary
+//! ```
+//!
+//! Nothing secret is in an archive: files stay encrypted, keys are public parts only, events hold no
+//! secrets (the log never does).
+
+use chrono::{DateTime, Utc};
+use object_store::path::Path;
+use recall_domain::call::{CallEnd, CallEvent, CallStart, StoredRecording};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The `format` of `archive.json`.
+pub const FORMAT: &str = "recall-backup";
+/// The archive layout's version; a restore refuses versions it does not know.
+pub const VERSION: u32 = 1;
+
+/// `archive.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArchiveInfo {
+    pub format: String,
+    pub version: u32,
+    /// The tenant and the site whose recordings these are.
+    pub tenant_id: Uuid,
+    pub site: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// `calls/<call id>.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArchivedCall {
+    pub call_id: Uuid,
+    pub tenant_id: Uuid,
+    pub origin_site: String,
+    /// The call's last event's sequence when it was archived: a later backup rewrites the file only when the
+    /// call has changed since.
+    pub last_sequence: i64,
+    /// The recording as the log describes it (location on the origin's storage, size, SHA-256, encryption).
+    pub recording: StoredRecording,
+    /// The file's path within the archive.
+    pub file: String,
+    /// The key the file is encrypted with, when it is.
+    pub key: Option<ArchivedKey>,
+    /// Every event of the call, in order, with its envelope.
+    pub events: Vec<ArchivedEvent>,
+}
+
+/// An entry of `keys.json`, and the key an archived call names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchivedKey {
+    pub key_id: Uuid,
+    /// Hex SHA-256 of the public key's SPKI DER: a restore finds the same key on another installation by it.
+    pub fingerprint: String,
+    /// The public key, PEM (`keys.json` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key_pem: Option<String>,
+}
+
+/// One event as the archive keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArchivedEvent {
+    pub event_id: Uuid,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: serde_json::Value,
+    pub actor: String,
+    pub impersonator: Option<String>,
+    pub session_id: Option<Uuid>,
+    pub origin_site: String,
+    pub hlc: String,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// `runs/<run id>.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub run_id: Uuid,
+    pub job_id: Uuid,
+    pub site: String,
+    pub finished_at: DateTime<Utc>,
+    pub progress: recall_domain::job::RunProgress,
+    pub notes: Vec<String>,
+}
+
+pub fn info_path(root: &str) -> Path {
+    Path::from(format!("{root}/archive.json"))
+}
+
+pub fn calls_prefix(root: &str) -> Path {
+    Path::from(format!("{root}/calls"))
+}
+
+pub fn call_path(root: &str, call_id: Uuid) -> Path {
+    Path::from(format!("{root}/calls/{call_id}.json"))
+}
+
+/// Where a call's file goes in the archive: under its call id, with the name it has on its storage.
+pub fn recording_path(root: &str, call_id: Uuid, location: &str) -> String {
+    let name = location.rsplit('/').next().filter(|n| !n.is_empty() && *n != "." && *n != "..").unwrap_or("recording");
+    format!("{root}/recordings/{call_id}/{name}")
+}
+
+pub fn keys_path(root: &str) -> Path {
+    Path::from(format!("{root}/keys.json"))
+}
+
+pub fn run_path(root: &str, run_id: Uuid) -> Path {
+    Path::from(format!("{root}/runs/{run_id}.json"))
+}
+
+/// The call id a `calls/<call id>.json` entry names, if it is one.
+pub fn call_id_of(path: &Path) -> Option<Uuid> {
+    path.filename()?.strip_suffix(".json").and_then(|id| Uuid::parse_str(id).ok())
+}
+
+/// What a restore needs of a call, read from its archived events: how it started (with the parties, the
+/// extension and the user as last named or assigned), how it ended, how long it was paused.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallHistory {
+    pub start: CallStart,
+    pub end: CallEnd,
+    pub paused_ms: u64,
+}
+
+/// Why an archived call cannot be restored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HistoryError {
+    #[error("event {sequence} ({event_type}) cannot be read: {reason}")]
+    Unreadable { sequence: i64, event_type: String, reason: String },
+    #[error("the archive holds no start of this call")]
+    NoStart,
+    #[error("the archive holds no end of this call")]
+    NoEnd,
+}
+
+impl CallHistory {
+    pub fn of(events: &[ArchivedEvent]) -> Result<Self, HistoryError> {
+        let mut start: Option<CallStart> = None;
+        let mut end = None;
+        let mut paused_ms = 0;
+        for archived in events {
+            let event: CallEvent =
+                serde_json::from_value(archived.payload.clone()).map_err(|e| HistoryError::Unreadable {
+                    sequence: archived.sequence,
+                    event_type: archived.event_type.clone(),
+                    reason: e.to_string(),
+                })?;
+            match event {
+                CallEvent::CallStarted { start: s, .. } => start = Some(s),
+                CallEvent::CallRestored(restored) => {
+                    start = Some(restored.start);
+                    end = Some(restored.end);
+                    paused_ms = restored.paused_ms;
+                }
+                CallEvent::CallAssigned { user_id, extension, .. } => {
+                    if let Some(s) = start.as_mut() {
+                        s.user_id = Some(user_id);
+                        s.extension = extension;
+                    }
+                }
+                CallEvent::ParticipantsIdentified { participants, extension, user_id } => {
+                    if let Some(s) = start.as_mut() {
+                        s.participants = participants;
+                        s.extension = extension;
+                        s.user_id = user_id;
+                    }
+                }
+                CallEvent::RecordingResumed { paused_ms: p, .. } => paused_ms += p,
+                CallEvent::CallEnded { reason, at, duration_ms } => end = Some(CallEnd { reason, at, duration_ms }),
+                CallEvent::RecordingPaused { .. }
+                | CallEvent::DtmfReceived { .. }
+                | CallEvent::RecordingStored { .. }
+                | CallEvent::RecordingFailed { .. }
+                | CallEvent::RecordingAccessed { .. }
+                | CallEvent::RecordingPutBack { .. } => {}
+            }
+        }
+        Ok(Self { start: start.ok_or(HistoryError::NoStart)?, end: end.ok_or(HistoryError::NoEnd)?, paused_ms })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use recall_domain::call::{CallDirection, CallEndReason, Participant};
+
+    fn archived(sequence: i64, event: &CallEvent) -> ArchivedEvent {
+        use recall_domain::DomainEvent;
+        ArchivedEvent {
+            event_id: Uuid::now_v7(),
+            sequence,
+            event_type: event.event_type().to_owned(),
+            event_version: "1".into(),
+            payload: serde_json::to_value(event).unwrap(),
+            actor: "system:recorder:n1".into(),
+            impersonator: None,
+            session_id: None,
+            origin_site: "east".into(),
+            hlc: String::new(),
+            recorded_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_history_takes_the_last_named_parties_the_assignment_pauses_and_the_end() {
+        let started_at: DateTime<Utc> = "2026-03-01T10:00:00Z".parse().unwrap();
+        let start = CallStart {
+            tenant_id: Uuid::from_u128(1),
+            sip_call_id: "abc".into(),
+            direction: CallDirection::Inbound,
+            participants: vec![],
+            extension: None,
+            user_id: None,
+            site: "east".into(),
+            recorder_node: "n1".into(),
+            started_at,
+        };
+        let bob = vec![Participant { name: Some("Bob".into()), aor: "sip:bob@x".into() }];
+        let at = |s: i64| started_at + chrono::Duration::seconds(s);
+        let events = [
+            CallEvent::CallStarted { call_id: Uuid::from_u128(9), start: start.clone() },
+            CallEvent::ParticipantsIdentified {
+                participants: bob.clone(),
+                extension: Some("2001".into()),
+                user_id: None,
+            },
+            CallEvent::RecordingPaused { at: at(5) },
+            CallEvent::RecordingResumed { at: at(8), paused_ms: 3000 },
+            CallEvent::CallAssigned {
+                user_id: Uuid::from_u128(5),
+                extension: Some("2001".into()),
+                previous_user_id: None,
+            },
+            CallEvent::CallEnded { reason: CallEndReason::Bye, at: at(20), duration_ms: 20_000 },
+        ];
+        let archived: Vec<ArchivedEvent> = events.iter().enumerate().map(|(i, e)| archived(i as i64 + 1, e)).collect();
+        let history = CallHistory::of(&archived).expect("a history");
+        assert_eq!(history.start.participants, bob);
+        assert_eq!(
+            (history.start.extension.as_deref(), history.start.user_id),
+            (Some("2001"), Some(Uuid::from_u128(5)))
+        );
+        assert_eq!(history.paused_ms, 3000);
+        assert_eq!(history.end, CallEnd { reason: CallEndReason::Bye, at: at(20), duration_ms: 20_000 });
+        assert_eq!(CallHistory::of(&archived[..2]), Err(HistoryError::NoEnd));
+        assert_eq!(CallHistory::of(&archived[1..]), Err(HistoryError::NoStart));
+    }
+
+    #[test]
+    fn archive_names_keep_the_call_id_and_the_file_name_only() {
+        assert_eq!(
+            recording_path("b", Uuid::nil(), "t/2026/03/01/x.mp3.enc"),
+            format!("b/recordings/{}/x.mp3.enc", Uuid::nil())
+        );
+        assert_eq!(recording_path("b", Uuid::nil(), "../.."), format!("b/recordings/{}/recording", Uuid::nil()));
+        let id = Uuid::now_v7();
+        assert_eq!(call_id_of(&call_path("a/b", id)), Some(id));
+        assert_eq!(call_id_of(&Path::from("a/b/calls/notes.txt")), None);
+    }
+}

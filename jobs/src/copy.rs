@@ -1,0 +1,98 @@
+//! Copying a recording between object stores as it streams, checked against the SHA-256 and size the log
+//! says it has: a file that does not match is never completed at the destination.
+
+use futures::StreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use sha2::{Digest, Sha256};
+
+/// Why a copy did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// The source has no such object.
+    #[error("the file is missing at {0}")]
+    Missing(String),
+    /// The source's bytes are not the recording the log describes.
+    #[error("the file at {location} is not the recording the log describes ({what})")]
+    Mismatch { location: String, what: String },
+    /// A store failed (down, refused, full): worth trying again later.
+    #[error("{0}")]
+    Store(#[from] object_store::Error),
+}
+
+/// Streams `from/src` to `to/dst`, hashing on the way; completes the destination only when the bytes have
+/// `sha256` (hex) and `size`. Returns the bytes copied.
+pub async fn copy_verified(
+    from: &dyn ObjectStore,
+    src: &Path,
+    to: &dyn ObjectStore,
+    dst: &Path,
+    sha256: &str,
+    size: u64,
+) -> Result<u64, CopyError> {
+    let mut stream = match from.get(src).await {
+        Ok(result) => result.into_stream(),
+        Err(object_store::Error::NotFound { .. }) => return Err(CopyError::Missing(src.to_string())),
+        Err(e) => return Err(e.into()),
+    };
+    let mut writer = WriteMultipart::new(to.put_multipart(dst).await?);
+    let (mut hash, mut copied) = (Sha256::new(), 0u64);
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                let _ = writer.abort().await;
+                return Err(e.into());
+            }
+        };
+        hash.update(&chunk);
+        copied += chunk.len() as u64;
+        if copied > size {
+            let _ = writer.abort().await;
+            return Err(CopyError::Mismatch { location: src.to_string(), what: format!("longer than {size} bytes") });
+        }
+        writer.write(&chunk);
+    }
+    let found = hex::encode(hash.finalize());
+    if copied != size || !found.eq_ignore_ascii_case(sha256) {
+        let _ = writer.abort().await;
+        let what =
+            if copied != size { format!("{copied} bytes, not {size}") } else { "its SHA-256 differs".to_owned() };
+        return Err(CopyError::Mismatch { location: src.to_string(), what });
+    }
+    writer.finish().await?;
+    Ok(copied)
+}
+
+/// The size of an object, or `None` when there is none.
+pub async fn size_of(store: &dyn ObjectStore, location: &Path) -> Result<Option<u64>, object_store::Error> {
+    match store.head(location).await {
+        Ok(meta) => Ok(Some(meta.size)),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// A small JSON object, or `None` when there is none.
+pub async fn read_json<T: serde::de::DeserializeOwned>(
+    store: &dyn ObjectStore,
+    location: &Path,
+) -> Result<Option<Result<T, serde_json::Error>>, object_store::Error> {
+    match store.get(location).await {
+        Ok(result) => Ok(Some(serde_json::from_slice(&result.bytes().await?))),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes a small JSON object whole.
+pub async fn write_json<T: serde::Serialize>(
+    store: &dyn ObjectStore,
+    location: &Path,
+    value: &T,
+) -> Result<(), object_store::Error> {
+    let bytes = serde_json::to_vec_pretty(value)
+        .map_err(|e| object_store::Error::Generic { store: "archive", source: Box::new(e) })?;
+    store.put(location, bytes.into()).await?;
+    Ok(())
+}
