@@ -93,7 +93,7 @@ enum Command {
     Replay {
         #[command(flatten)]
         database: Database,
-        /// Only this projection (directory, calls or audit); all of them without it.
+        /// Only this projection (directory, calls, jobs or audit); all of them without it.
         #[arg(long)]
         projection: Option<String>,
     },
@@ -127,6 +127,9 @@ struct ApiArgs {
     /// Mark the session cookie Secure: recall is reached over HTTPS (directly or through a proxy).
     #[arg(long)]
     secure_cookies: bool,
+    /// Do not run backup and restore jobs in this process (another recall process of the site runs them).
+    #[arg(long)]
+    no_jobs: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -557,6 +560,12 @@ async fn serve_on(
         let (sip_address, recorder_tasks) = recording::start(wiring, shutdown.clone()).await?;
         tracing::info!(%sip_address, "the recorder takes SIP and SIPREC calls on {sip_address} (UDP and TCP)");
         tasks.extend(recorder_tasks);
+    }
+    if !api.no_jobs {
+        let mut options = recall_jobs::RunnerOptions::new(format!("{node}:{}", std::process::id()));
+        options.recordings_dir = Some(data_dir.join("recordings"));
+        let runner = Arc::new(recall_jobs::JobRunner::new(admin.clone(), options));
+        tasks.push(runner.spawn(shutdown.clone()));
     }
     let options = recall_graphql::ApiOptions {
         introspection: !api.no_introspection,

@@ -2,8 +2,9 @@
 //! embedded default, a root administrator signs in, generates a key for the default tenant, activates it
 //! and switches encryption on (GraphQL); a SIPREC call from `recall loadgen` is recorded; the stored file
 //! is encrypted on disk, plays back decrypted over HTTP (also in ranges) and decodes to the call's length;
-//! and no password, passphrase or key material appears in any log line, in the recorder's journals or in
-//! any event of the audit trail.
+//! a backup job copies it, still encrypted, to a storage target, and a restore job puts it back when the
+//! stored file is lost; and no password, passphrase or key material appears in any log line, in the
+//! recorder's journals, in the backup archive's descriptions or in any event of the audit trail.
 
 mod common;
 
@@ -127,6 +128,61 @@ fn an_encrypted_call_is_recorded_played_back_and_nothing_secret_is_logged() {
     let pem = data(&exported)["exportEncryptionKey"]["issuedToken"].as_str().expect("pem").to_owned();
     assert!(pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
 
+    // A backup job copies the recording, still encrypted, to a storage target; when the stored file is lost,
+    // a restore job from that backup puts it back and it plays again (the job runner of `recall serve`).
+    let vault = dir.path().join("vault");
+    std::fs::create_dir_all(&vault).expect("the backup directory");
+    let target = server.graphql_as(
+        &token,
+        &format!(
+            r#"mutation {{ addStorageTarget(input: {{ tenantId: "{tenant}", name: "Backups", settings: {{ localFilesystem: {{ path: "{}" }} }} }}) {{ id }} }}"#,
+            vault.display()
+        ),
+    );
+    let target = data(&target)["addStorageTarget"]["id"].as_str().expect("target id").to_owned();
+    let backup = server.graphql_as(
+        &token,
+        &format!(
+            r#"mutation {{ defineBackupJob(input: {{ tenantId: "{tenant}", name: "Nightly", storageTargetId: "{target}", path: "recall/nightly", schedule: {{ firstAt: "2026-01-01T02:00:00Z", everyHours: 24 }} }}) {{ id job {{ kind schedule {{ everyHours }} }} }} }}"#
+        ),
+    );
+    assert_eq!(data(&backup)["defineBackupJob"]["job"]["schedule"]["everyHours"], 24, "{backup}");
+    let backup = data(&backup)["defineBackupJob"]["id"].as_str().expect("job id").to_owned();
+    let run_finished = |job: &str| {
+        data(&server.graphql_as(&token, &format!(r#"mutation {{ runJob(id: "{job}") {{ id }} }}"#)));
+        wait_for("the job run to finish", Duration::from_secs(60), || {
+            let runs = server.graphql_as(
+                &token,
+                &format!(r#"{{ job(id: "{job}") {{ runs(first: 1) {{ state error notes progress {{ total copied skipped failed }} }} }} }}"#),
+            );
+            let run = data(&runs)["job"]["runs"][0].clone();
+            assert_ne!(run["state"], "failed", "{run}");
+            (run["state"] == "finished").then_some(run)
+        })
+    };
+    let run = run_finished(&backup);
+    assert_eq!(run["progress"]["copied"], 1, "{run}");
+    let archived = files_under(&vault)
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(".mp3.enc"))
+        .expect("the recording is in the archive");
+    assert_eq!(std::fs::read(&archived).expect("archived file"), stored, "copied exactly as stored (encrypted)");
+
+    std::fs::remove_file(data_dir.join("recordings").join(location)).expect("the stored file is lost");
+    let (status, _, _) = server.http("GET", &audio_url, Some(&token), &[], b"");
+    assert_ne!(status, 200, "nothing to play while the file is lost");
+    let restore = server.graphql_as(
+        &token,
+        &format!(
+            r#"mutation {{ defineRestoreJob(input: {{ tenantId: "{tenant}", name: "Put back", storageTargetId: "{target}", path: "recall/nightly" }}) {{ id }} }}"#
+        ),
+    );
+    let restore = data(&restore)["defineRestoreJob"]["id"].as_str().expect("job id").to_owned();
+    let run = run_finished(&restore);
+    assert_eq!(run["progress"]["copied"], 1, "put back: {run}");
+    let (status, _, again) = server.http("GET", &audio_url, Some(&token), &[], b"");
+    assert_eq!((status, again == audio), (200, true), "plays back as before");
+
     // Every log line so far, and the recorder's journals, are free of secrets.
     std::thread::sleep(Duration::from_secs(1));
     let mut lines: Vec<String> = server.seen.clone();
@@ -136,6 +192,7 @@ fn an_encrypted_call_is_recorded_played_back_and_nothing_secret_is_logged() {
     needles.extend([PASSWORD.to_owned(), PASSPHRASE.to_owned(), token.clone()]);
     let journals: Vec<String> = files_under(&data_dir.join("outbox"))
         .into_iter()
+        .chain(files_under(&vault).into_iter().filter(|p| p.extension().is_some_and(|e| e == "json")))
         .chain(files_under(&data_dir.join("spool")).into_iter().filter(|p| p.extension().is_some_and(|e| e == "json")))
         .filter_map(|p| std::fs::read_to_string(p).ok())
         .collect();

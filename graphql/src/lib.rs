@@ -74,6 +74,7 @@ pub struct Query(
     query::calls::CallsQuery,
     query::audit::AuditQuery,
     query::keys::KeysQuery,
+    query::jobs::JobsQuery,
 );
 
 pub type RecallSchema = Schema<Query, Mutation, subscription::Subscription>;

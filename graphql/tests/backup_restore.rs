@@ -433,3 +433,34 @@ async fn jobs_are_defined_on_the_tenants_own_targets_by_those_who_manage_storage
         .expect("count");
     assert_eq!(queued, 1);
 }
+
+#[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
+async fn a_scheduled_backup_runs_once_per_slot_however_many_runners_look(pool: PgPool) {
+    let site = site(pool).await;
+    record(&site, &audio(3_000, 6), None).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let target = add_target(&site, "Backups", dir.path()).await;
+    let first_at = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let schedule = recall_domain::job::Schedule { first_at, every_hours: 24 };
+    let job_id = id();
+    let kind = JobKind::Backup { target_id: target, path: "nightly".into() };
+    let request =
+        JobRequest::Define { tenant_id: site.world.tenant_a, name: "Nightly".into(), kind, schedule: Some(schedule) };
+    site.world.as_(&site.world.admin_a, AdminCommand::Job { job_id, request }).await.expect("defined");
+    caught_up(&site).await;
+    assert_eq!(site.runner.schedule_due().await.expect("schedules"), 0, "not due yet");
+    assert!(site.runner.run_next().await.expect("queue").is_none());
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Two processes look at once: the slot is queued once.
+    let other = JobRunner::new(site.world.admin.clone(), RunnerOptions::new("worker-2"));
+    let (a, b) = tokio::join!(site.runner.schedule_due(), other.schedule_due());
+    assert_eq!(a.expect("schedules") + b.expect("schedules"), 1);
+    let (progress, _) = finished(site.runner.run_next().await.expect("queue").expect("the slot runs"));
+    assert_eq!(progress.copied, 1);
+    assert!(other.run_next().await.expect("queue").is_none(), "nothing else was queued");
+    assert_eq!(site.runner.schedule_due().await.expect("schedules"), 0, "the slot ran; the next is tomorrow");
+    caught_up(&site).await;
+    let started = events_of(&site, "Job").await;
+    let started = started.iter().find(|e| e.event.event_type == "JobRunStarted").expect("started");
+    assert!(started.event.payload.contains("\"slot\":0"), "{}", started.event.payload);
+}

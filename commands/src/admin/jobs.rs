@@ -18,9 +18,11 @@ pub enum JobRequest {
         kind: JobKind,
         schedule: Option<Schedule>,
     },
+    /// A backup stays a backup and a restore a restore: the request names the target and path only.
     Edit {
         name: String,
-        kind: JobKind,
+        target_id: Uuid,
+        path: String,
         schedule: Option<Schedule>,
     },
     Delete,
@@ -47,7 +49,11 @@ impl Admin {
                 self.job_target(tenant_id, &kind).await?;
                 JobCommand::DefineJob { tenant_id, name, kind, schedule }
             }
-            JobRequest::Edit { name, kind, schedule } => {
+            JobRequest::Edit { name, target_id, path, schedule } => {
+                let kind = match job.kind() {
+                    Some(JobKind::Restore { .. }) => JobKind::Restore { source_target_id: target_id, path },
+                    _ => JobKind::Backup { target_id, path },
+                };
                 self.job_target(tenant_id, &kind).await?;
                 JobCommand::EditJob { name, kind, schedule }
             }

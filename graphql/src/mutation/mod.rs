@@ -4,6 +4,7 @@
 
 mod admin;
 mod config;
+mod jobs;
 mod keys;
 mod session;
 mod users;
@@ -25,6 +26,7 @@ pub struct Mutation(
     users::UserMutation,
     config::ConfigMutation,
     keys::KeysMutation,
+    jobs::JobsMutation,
 );
 
 /// The id given for a new thing (so a retried request cannot create twice), or a new one.
@@ -48,6 +50,7 @@ pub enum Changed {
     EvaluationForm,
     ApiToken,
     EncryptionKey,
+    Job,
 }
 
 /// What a mutation did.
@@ -119,6 +122,12 @@ impl MutationResult {
             return Ok(None);
         }
         crate::query::keys::KeysQuery.encryption_key_by_id(ctx, self.id).await
+    }
+    async fn job(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<crate::query::jobs::Job>> {
+        if self.changed != Changed::Job {
+            return Ok(None);
+        }
+        crate::query::jobs::JobsQuery.job_by_id(ctx, self.id).await
     }
     async fn evaluation_form(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<EvaluationForm>> {
         if self.changed != Changed::EvaluationForm {

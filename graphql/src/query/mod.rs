@@ -3,4 +3,5 @@
 pub mod audit;
 pub mod calls;
 pub mod directory;
+pub mod jobs;
 pub mod keys;
