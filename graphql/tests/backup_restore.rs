@@ -464,3 +464,39 @@ async fn a_scheduled_backup_runs_once_per_slot_however_many_runners_look(pool: P
     let started = started.iter().find(|e| e.event.event_type == "JobRunStarted").expect("started");
     assert!(started.event.payload.contains("\"slot\":0"), "{}", started.event.payload);
 }
+
+#[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
+async fn a_run_whose_store_fails_is_tried_again_later_and_then_finishes(pool: PgPool) {
+    let site = site(pool).await;
+    record(&site, &audio(8_000, 7), None).await;
+    let vault = tempfile::tempdir().expect("dir");
+    let target = add_target(&site, "Backups", vault.path()).await;
+    let job_id = define(&site, "Nightly", JobKind::Backup { target_id: target, path: "blocked/nightly".into() }).await;
+    // A file where the archive's directory belongs: every write to the archive fails.
+    std::fs::write(vault.path().join("blocked"), b"in the way").expect("a file in the way");
+    match run_now(&site, job_id).await {
+        RunOutcome::Retrying { attempts, error, .. } => assert_eq!(attempts, 1, "{error}"),
+        other => panic!("a store failure is tried again later: {other:?}"),
+    }
+    let (state, delay): (String, f64) =
+        sqlx::query_as("SELECT state, extract(epoch FROM due_at - now())::float8 FROM job_runs WHERE job_id = $1")
+            .bind(job_id)
+            .fetch_one(site.world.log.pool())
+            .await
+            .expect("the run's row");
+    assert_eq!(state, "due");
+    assert!(delay > 20.0, "put back with a delay, not at once: {delay}");
+    assert!(site.runner.run_next().await.expect("queue").is_none(), "not due yet");
+
+    std::fs::remove_file(vault.path().join("blocked")).expect("the way is clear");
+    sqlx::query("UPDATE job_runs SET due_at = now() WHERE job_id = $1")
+        .bind(job_id)
+        .execute(site.world.log.pool())
+        .await
+        .expect("due now");
+    let (progress, _) = finished(site.runner.run_next().await.expect("queue").expect("due again"));
+    assert_eq!(progress.copied, 1);
+    let runs = events_of(&site, "Job").await;
+    let types: Vec<&str> = runs.iter().map(|e| e.event.event_type.as_str()).collect();
+    assert_eq!(types, ["JobDefined", "JobRunRequested", "JobRunStarted", "JobRunResumed", "JobRunFinished"]);
+}

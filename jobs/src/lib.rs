@@ -16,6 +16,7 @@ mod copy;
 mod restore;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -310,14 +311,47 @@ impl JobRunner {
             }
             Err(e) => return self.stopped(&mut ctx, &run, RunError::from(e)).await,
         }
+        // The lease is renewed in the background too, so one long copy (an hour of WAV from a slow store)
+        // does not let another worker take the run over while this one is well.
+        let heartbeat = AbortOnDrop(self.heartbeat(run.run_id, ctx.lease_lost.clone()));
         let result = match &kind {
             JobKind::Backup { target_id, path } => backup::run(self, &mut ctx, *target_id, path).await,
             JobKind::Restore { source_target_id, path } => restore::run(self, &mut ctx, *source_target_id, path).await,
         };
+        drop(heartbeat);
         match result {
             Ok(()) => self.finished(&mut ctx, &run).await,
             Err(e) => self.stopped(&mut ctx, &run, e).await,
         }
+    }
+
+    /// Renews the run's lease every third of its length until aborted; notes in `lost` when the run is no
+    /// longer this worker's.
+    fn heartbeat(&self, run_id: Uuid, lost: Arc<AtomicBool>) -> JoinHandle<()> {
+        let (pool, worker, lease) = (self.pool.clone(), self.options.worker.clone(), self.options.lease);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                let renewed = sqlx::query(
+                    "UPDATE job_runs SET lease_until = now() + make_interval(secs => $3)
+                      WHERE run_id = $1 AND worker = $2 AND state = 'running'",
+                )
+                .bind(run_id)
+                .bind(&worker)
+                .bind(lease.as_secs_f64())
+                .execute(&pool)
+                .await;
+                match renewed {
+                    Ok(done) if done.rows_affected() == 0 => {
+                        lost.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                    Ok(_) => {}
+                    // The database is away: the run's own next step finds out; the lease may run out meanwhile.
+                    Err(e) => tracing::warn!(%run_id, error = %e, "cannot renew a job run's lease"),
+                }
+            }
+        })
     }
 
     async fn finished(&self, ctx: &mut RunCtx<'_>, run: &Claimed) -> RunOutcome {
@@ -387,6 +421,15 @@ impl JobRunner {
     }
 }
 
+/// Stops a task when dropped (also when the future holding it is, e.g. at shutdown).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// A run under way: where it is, what it has done, and its lease.
 pub(crate) struct RunCtx<'a> {
     runner: &'a JobRunner,
@@ -400,6 +443,8 @@ pub(crate) struct RunCtx<'a> {
     pub after: Option<String>,
     saved_at: Instant,
     reported_at: Instant,
+    /// Set by the heartbeat when another worker holds the run.
+    lease_lost: Arc<AtomicBool>,
 }
 
 impl<'a> RunCtx<'a> {
@@ -415,6 +460,7 @@ impl<'a> RunCtx<'a> {
             after: cursor.after,
             saved_at: Instant::now(),
             reported_at: Instant::now(),
+            lease_lost: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -440,6 +486,9 @@ impl<'a> RunCtx<'a> {
     /// One item is done: moves the cursor past it, renews the lease and saves the cursor every second,
     /// records progress in the log every ten.
     pub async fn done(&mut self, after: String) -> Result<(), RunError> {
+        if self.lease_lost.load(Ordering::Relaxed) {
+            return Err(RunError::LeaseLost);
+        }
         self.progress.done += 1;
         self.after = Some(after);
         if self.saved_at.elapsed() >= Duration::from_secs(1) {
