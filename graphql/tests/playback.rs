@@ -10,11 +10,9 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use http_body_util::BodyExt;
 use recall_commands::admin::{AdminCommand, EncryptionKeyRequest, UserRequest};
-use recall_commands::key_store::KeyStore;
 use recall_commands::testing::{id, secret, Person, World};
 use recall_commands::CommandService;
-use recall_crypto::file::FileSealer;
-use recall_domain::call::{Call, CallCommand, CallDirection, CallEndReason, CallStart, StoredRecording};
+use recall_domain::call::{Call, CallCommand, CallDirection, CallEndReason, CallStart};
 use recall_domain::CommandMeta;
 use recall_graphql::recordings::RecordingsDir;
 use recall_graphql::ApiState;
@@ -51,28 +49,9 @@ async fn record(setup: &Setup, plain: &[u8], key_id: Option<Uuid>) -> Uuid {
     let world = &setup.world;
     let call_id = id();
     let location = format!("{}/{call_id}.wav", world.tenant_a);
-    let (stored, encryption) = match key_id {
-        Some(key_id) => {
-            let (_, public) =
-                KeyStore::new(world.log.pool().clone()).tenant_key(key_id).await.expect("db").expect("key");
-            let (mut sealer, mut stored) = FileSealer::new(&public, key_id, call_id).expect("sealer");
-            sealer.push(plain, &mut stored).expect("push");
-            sealer.finish(&plain[..44.min(plain.len())], &mut stored).expect("finish");
-            (stored, serde_json::json!({ "key_id": key_id, "format_version": 1 }))
-        }
-        None => (plain.to_vec(), serde_json::Value::Null),
-    };
-    let path = setup.dir.path().join(&location);
-    std::fs::create_dir_all(path.parent().expect("parent")).expect("directory");
-    std::fs::write(&path, &stored).expect("file");
-    let mut recording = serde_json::json!({
-        "storage_target_id": null, "location": location, "format": "wav_stereo", "size_bytes": stored.len(),
-        "duration_ms": 1000, "sha256": hex::encode(Sha256::digest(&stored)),
-    });
-    if !encryption.is_null() {
-        recording["encryption"] = encryption;
-    }
-    let recording: StoredRecording = serde_json::from_value(recording).expect("a stored recording");
+    let patch = &plain[..44.min(plain.len())];
+    let key = key_id.map(|key_id| (key_id, patch));
+    let recording = common::store_file(world.log.pool(), setup.dir.path(), &location, call_id, plain, key).await;
     let calls = CommandService::<Call>::new(world.log.clone(), ());
     let start = CallStart {
         tenant_id: world.tenant_a,

@@ -54,3 +54,43 @@ pub async fn on_world(pool: PgPool) -> (recall_commands::testing::World, ApiStat
     };
     (world, state)
 }
+
+/// Writes `plain` as a recording file of `call_id` under `dir` at `location`, as the recorder would store it:
+/// sealed under the tenant key `key_id` (its public part from the key store, with `patch` as the final
+/// chunk's patch) or as it is. Returns the stored-recording facts the log gets.
+pub async fn store_file(
+    pool: &PgPool,
+    dir: &std::path::Path,
+    location: &str,
+    call_id: uuid::Uuid,
+    plain: &[u8],
+    key: Option<(uuid::Uuid, &[u8])>,
+) -> recall_domain::call::StoredRecording {
+    use sha2::Digest;
+    let (stored, encryption) = match key {
+        Some((key_id, patch)) => {
+            let (_, public) = recall_commands::key_store::KeyStore::new(pool.clone())
+                .tenant_key(key_id)
+                .await
+                .expect("the key store answers")
+                .expect("the key is there");
+            let (mut sealer, mut stored) =
+                recall_crypto::file::FileSealer::new(&public, key_id, call_id).expect("a sealer");
+            sealer.push(plain, &mut stored).expect("push");
+            sealer.finish(patch, &mut stored).expect("finish");
+            (stored, serde_json::json!({ "key_id": key_id, "format_version": 1 }))
+        }
+        None => (plain.to_vec(), serde_json::Value::Null),
+    };
+    let path = dir.join(location);
+    std::fs::create_dir_all(path.parent().expect("a parent directory")).expect("directory");
+    std::fs::write(&path, &stored).expect("file");
+    let mut recording = serde_json::json!({
+        "storage_target_id": null, "location": location, "format": "wav_stereo", "size_bytes": stored.len(),
+        "duration_ms": 1000, "sha256": hex::encode(sha2::Sha256::digest(&stored)),
+    });
+    if !encryption.is_null() {
+        recording["encryption"] = encryption;
+    }
+    serde_json::from_value(recording).expect("a stored recording")
+}
