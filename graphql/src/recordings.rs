@@ -412,6 +412,9 @@ struct BulkEntry {
     recording: serde_json::Value,
     stored: Stored,
     store: Arc<dyn ObjectStore>,
+    /// The call as a backup archive describes it (its events, the recording, the key it needs), so the ZIP
+    /// can be restored like a backup.
+    described: recall_jobs::archive::ArchivedCall,
 }
 
 async fn bulk_download(state: ApiState, request: Request) -> Result<Response, Refusal> {
@@ -431,11 +434,12 @@ async fn bulk_download(state: ApiState, request: Request) -> Result<Response, Re
     );
     qb.push_bind(calls.clone()).push(")");
     scope::calls(&mut qb, &viewer, "c", "rm_directory")?;
-    let rows: Vec<(Uuid, Uuid, chrono::DateTime<chrono::Utc>, Option<serde_json::Value>)> = qb
+    let rows: Vec<BulkRow> = qb
         .build_query_as()
         .fetch_all(state.log.pool())
         .await
         .map_err(|e| unavailable("the calls cannot be read", e))?;
+    let fingerprints = key_fingerprints(&state, &rows).await?;
     let mut skipped = Vec::new();
     let mut entries = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -465,16 +469,27 @@ async fn bulk_download(state: ApiState, request: Request) -> Result<Response, Re
                 continue;
             }
         };
+        let events = recall_commands::log::read_aggregate(state.log.pool(), "Call", &call_id.to_string())
+            .await
+            .map_err(|e| unavailable("the call's events cannot be read", e))?;
+        let fingerprint = stored.encryption.as_ref().and_then(|e| fingerprints.get(&e.key_id).cloned());
+        let site = &state.log.config().site;
+        let Some(described) = recall_jobs::archive::describe(call_id, tenant_id, site, &events, fingerprint) else {
+            skipped.push(serde_json::json!({ "call_id": call_id, "reason": "the log holds no stored recording" }));
+            continue;
+        };
         state.admin.record_recording_access(&viewer.principal.caller, call_id, RecordingAccess::Download).await?;
-        entries.push(BulkEntry { call_id, tenant_id, started_at, recording, stored, store });
+        entries.push(BulkEntry { call_id, tenant_id, started_at, recording, stored, store, described });
     }
-    let fingerprints = key_fingerprints(&state, &entries).await?;
+    let public_keys = public_keys(&state, &fingerprints).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
     let handle = tokio::runtime::Handle::current();
     let by = viewer.principal.caller.user_id;
+    let state_site = state.log.config().site.clone();
     tokio::task::spawn_blocking(move || {
         let failed = tx.clone();
-        if let Err(e) = write_zip(&handle, ChannelWriter(tx), entries, skipped, fingerprints, by) {
+        let site = (state_site, public_keys);
+        if let Err(e) = write_zip(&handle, ChannelWriter(tx), entries, skipped, fingerprints, by, site) {
             tracing::warn!(error = %e, "a bulk download was cut short");
             let _ = failed.blocking_send(Err(std::io::Error::other(e.to_string())));
         }
@@ -490,11 +505,18 @@ async fn bulk_download(state: ApiState, request: Request) -> Result<Response, Re
     Ok(response)
 }
 
+/// The calls a bulk download asked for that the viewer may see: id, tenant, start, recording.
+type BulkRow = (Uuid, Uuid, chrono::DateTime<chrono::Utc>, Option<serde_json::Value>);
+
+/// The fingerprints of the keys the rows' recordings are encrypted with.
 async fn key_fingerprints(
     state: &ApiState,
-    entries: &[BulkEntry],
+    rows: &[BulkRow],
 ) -> Result<std::collections::HashMap<Uuid, String>, Refusal> {
-    let keys: Vec<Uuid> = entries.iter().filter_map(|e| e.stored.encryption.as_ref().map(|k| k.key_id)).collect();
+    let keys: Vec<Uuid> = rows
+        .iter()
+        .filter_map(|r| serde_json::from_value::<Stored>(r.3.clone()?).ok()?.encryption.map(|k| k.key_id))
+        .collect();
     let rows: Vec<(Uuid, String)> =
         sqlx::query_as("SELECT key_id, fingerprint FROM rm_directory.encryption_keys WHERE key_id = ANY($1)")
             .bind(keys)
@@ -502,6 +524,29 @@ async fn key_fingerprints(
             .await
             .map_err(|e| unavailable("the encryption keys cannot be read", e))?;
     Ok(rows.into_iter().collect())
+}
+
+/// `keys.json` of the archive: the public part of each key named in `fingerprints`.
+async fn public_keys(
+    state: &ApiState,
+    fingerprints: &std::collections::HashMap<Uuid, String>,
+) -> Result<Vec<recall_jobs::archive::ArchivedKey>, Refusal> {
+    let ids: Vec<Uuid> = fingerprints.keys().copied().collect();
+    let rows: Vec<(Uuid, String, Vec<u8>)> = sqlx::query_as(
+        "SELECT key_id, fingerprint, public_key FROM tenant_keys WHERE key_id = ANY($1) ORDER BY key_id",
+    )
+    .bind(ids)
+    .fetch_all(state.log.pool())
+    .await
+    .map_err(|e| unavailable("the encryption keys cannot be read", e))?;
+    Ok(rows
+        .into_iter()
+        .map(|(key_id, fingerprint, der)| recall_jobs::archive::ArchivedKey {
+            key_id,
+            fingerprint,
+            public_key_pem: recall_crypto::PublicKey::from_der(&der).ok().map(|k| k.to_pem()),
+        })
+        .collect())
 }
 
 /// Hands what the ZIP writer writes to the response body.
@@ -527,16 +572,26 @@ fn write_zip(
     mut skipped: Vec<serde_json::Value>,
     fingerprints: std::collections::HashMap<Uuid, String>,
     by: Uuid,
+    (site, keys): (String, Vec<recall_jobs::archive::ArchivedKey>),
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use recall_jobs::archive;
     use std::io::Write;
     let mut zip = zip::ZipWriter::new_stream(std::io::BufWriter::with_capacity(256 * 1024, out));
     let options =
         zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored).large_file(true);
+    // The layout of a backup archive (`recall_jobs::archive`), so a restore job reads the ZIP as it is.
+    let info = archive::ArchiveInfo {
+        format: archive::FORMAT.to_owned(),
+        version: archive::VERSION,
+        tenant_id: None,
+        site,
+        created_at: chrono::Utc::now(),
+    };
+    zip.start_file("archive.json", options)?;
+    zip.write_all(&serde_json::to_vec_pretty(&info)?)?;
     let mut files = Vec::new();
     for entry in entries {
-        let extension = if entry.stored.format.starts_with("wav") { "wav" } else { "mp3" };
-        let suffix = if entry.stored.encryption.is_some() { ".enc" } else { "" };
-        let name = format!("{}/{}.{extension}{suffix}", entry.tenant_id, entry.call_id);
+        let name = entry.described.file.clone();
         let location = ObjectPath::from(entry.stored.location.as_str());
         let mut stream = match handle.block_on(entry.store.get(&location)) {
             Ok(result) => result.into_stream(),
@@ -551,6 +606,9 @@ fn write_zip(
         while let Some(bytes) = handle.block_on(stream.next()) {
             zip.write_all(&bytes?)?;
         }
+        // The description after the file: a listed call is complete in the archive.
+        zip.start_file(format!("calls/{}.json", entry.call_id), options)?;
+        zip.write_all(&serde_json::to_vec_pretty(&entry.described)?)?;
         let key = entry.stored.encryption.as_ref().map(|k| {
             serde_json::json!({
                 "key_id": k.key_id,
@@ -574,6 +632,8 @@ fn write_zip(
         "recordings": files,
         "skipped": skipped,
     });
+    zip.start_file("keys.json", options)?;
+    zip.write_all(&serde_json::to_vec_pretty(&keys)?)?;
     zip.start_file("manifest.json", options)?;
     zip.write_all(&serde_json::to_vec_pretty(&manifest)?)?;
     zip.finish()?.into_inner().flush()?;

@@ -175,6 +175,37 @@ fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     found
 }
 
+fn copy_tree(from: &Path, to: &Path) {
+    for file in files_under(from) {
+        let target = to.join(file.strip_prefix(from).expect("under the tree"));
+        std::fs::create_dir_all(target.parent().expect("parent")).expect("directory");
+        std::fs::copy(&file, &target).expect("copied");
+    }
+}
+
+/// Exports the tenant key from `from` (as `from`'s administrator) and imports it into `to`'s tenant A.
+async fn carry_key(from: &Site, key_id: Uuid, to: &Site) {
+    let passphrase = "a passphrase for moving keys";
+    let export = EncryptionKeyRequest::Export { passphrase: Some(secret(passphrase)) };
+    let pem = from
+        .world
+        .as_(&from.world.admin_a, AdminCommand::EncryptionKey { key_id, request: export })
+        .await
+        .expect("exported")
+        .issued
+        .expect("a PEM");
+    let import = EncryptionKeyRequest::Import {
+        tenant_id: to.world.tenant_a,
+        name: "Key from east".into(),
+        pem: secret(pem.expose_secret()),
+        passphrase: Some(secret(passphrase)),
+    };
+    to.world
+        .as_(&to.world.admin_a, AdminCommand::EncryptionKey { key_id: id(), request: import })
+        .await
+        .expect("imported");
+}
+
 #[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
 async fn a_backup_restored_on_a_second_installation_plays_back_once_the_key_is_imported(pool: PgPool) {
     let east = site(pool.clone()).await;
@@ -223,34 +254,18 @@ async fn a_backup_restored_on_a_second_installation_plays_back_once_the_key_is_i
     // A second installation, with its own tenant, reading the same archive.
     let (second_pool, second_name) = second_database(&pool).await;
     let west = site(second_pool.clone()).await;
-    let source = add_target(&west, "Archive", vault.path()).await;
+    // The archive is carried to the second site and lands under another path there.
+    let carried = tempfile::tempdir().expect("the second site's archive directory");
+    copy_tree(&vault.path().join("recall/nightly"), &carried.path().join("imports/east"));
+    let source = add_target(&west, "Archive", carried.path()).await;
     let restore =
-        define(&west, "From east", JobKind::Restore { source_target_id: source, path: "recall/nightly".into() }).await;
+        define(&west, "From east", JobKind::Restore { source_target_id: source, path: "imports/east".into() }).await;
     // Without the key only the plain recording can be restored; the notes say which key is missing.
     let (first, notes) = finished(run_now(&west, restore).await);
     assert_eq!((first.total, first.copied, first.failed), (3, 1, 2), "{notes:?}");
     assert!(notes.iter().all(|n| n.contains("import that key")), "{notes:?}");
 
-    let passphrase = "a passphrase for moving keys";
-    let export = EncryptionKeyRequest::Export { passphrase: Some(secret(passphrase)) };
-    let pem = east
-        .world
-        .as_(&east.world.admin_a, AdminCommand::EncryptionKey { key_id, request: export })
-        .await
-        .expect("exported")
-        .issued
-        .expect("a PEM");
-    let import = EncryptionKeyRequest::Import {
-        tenant_id: west.world.tenant_a,
-        name: "Key from east".into(),
-        pem: secret(pem.expose_secret()),
-        passphrase: Some(secret(passphrase)),
-    };
-    let imported = id();
-    west.world
-        .as_(&west.world.admin_a, AdminCommand::EncryptionKey { key_id: imported, request: import })
-        .await
-        .expect("imported");
+    carry_key(&east, key_id, &west).await;
     let (second, notes) = finished(run_now(&west, restore).await);
     assert_eq!((second.copied, second.skipped, second.failed), (2, 1, 0), "{notes:?}");
     let (third, _) = finished(run_now(&west, restore).await);
@@ -476,4 +491,57 @@ async fn a_run_whose_store_fails_is_tried_again_later_and_then_finishes(pool: Pg
     let runs = events_of(&site, "Job").await;
     let types: Vec<&str> = runs.iter().map(|e| e.event.event_type.as_str()).collect();
     assert_eq!(types, ["JobDefined", "JobRunRequested", "JobRunStarted", "JobRunResumed", "JobRunFinished"]);
+}
+
+#[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
+async fn a_bulk_download_zip_restores_on_a_second_installation_and_plays_back(pool: PgPool) {
+    let east = site(pool.clone()).await;
+    let key_id = id();
+    let generate = EncryptionKeyRequest::Generate { tenant_id: east.world.tenant_a, name: "Main key".into() };
+    east.world.as_(&east.world.admin_a, AdminCommand::EncryptionKey { key_id, request: generate }).await.expect("key");
+    let plain = [audio(120_000, 8), audio(4_000, 9)];
+    let calls = [record(&east, &plain[0], Some(key_id)).await, record(&east, &plain[1], None).await];
+    let body = serde_json::json!({ "calls": calls }).to_string();
+    let request = Request::post("/recordings/bulk")
+        .header(header::AUTHORIZATION, format!("Bearer {}", east.world.admin_a.token))
+        .body(Body::from(body))
+        .expect("request");
+    let response = recall_graphql::router(east.state.clone()).oneshot(request).await.expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    let zip = response.into_body().collect().await.expect("the ZIP").to_bytes();
+
+    let (second_pool, second_name) = second_database(&pool).await;
+    let west = site(second_pool.clone()).await;
+    let inbox = tempfile::tempdir().expect("where the ZIP is put");
+    std::fs::create_dir_all(inbox.path().join("imports")).expect("directory");
+    std::fs::write(inbox.path().join("imports/east.zip"), &zip).expect("the ZIP on the target");
+    let source = add_target(&west, "Imports", inbox.path()).await;
+    carry_key(&east, key_id, &west).await;
+    let restore =
+        define(&west, "East ZIP", JobKind::Restore { source_target_id: source, path: "imports/east.zip".into() }).await;
+    let (progress, notes) = finished(run_now(&west, restore).await);
+    assert_eq!((progress.total, progress.copied, progress.failed), (2, 2, 0), "{notes:?}");
+    for (call, plain) in calls.iter().zip(&plain) {
+        let (status, body) = play(&west, &west.world.admin_a, *call).await;
+        assert_eq!((status, &body), (StatusCode::OK, plain), "call {call} plays back from the ZIP's copy");
+    }
+    let (again, _) = finished(run_now(&west, restore).await);
+    assert_eq!((again.copied, again.skipped), (0, 2));
+    let scratch = files_under(&std::env::temp_dir().join("recall-jobs"));
+    let left: Vec<_> = scratch.iter().filter(|p| p.to_string_lossy().contains("restore-")).collect();
+    assert!(left.is_empty(), "the fetched ZIP is removed after the run: {left:?}");
+
+    // A damaged ZIP fails the run with a reason; nothing is restored from it.
+    std::fs::write(inbox.path().join("imports/broken.zip"), &zip[..zip.len() / 2]).expect("a cut ZIP");
+    let broken =
+        define(&west, "Broken", JobKind::Restore { source_target_id: source, path: "imports/broken.zip".into() }).await;
+    match run_now(&west, broken).await {
+        RunOutcome::Failed { error, .. } => assert!(error.contains("ZIP"), "{error}"),
+        other => panic!("{other:?}"),
+    }
+
+    west.world.shutdown.cancel();
+    drop(west);
+    second_pool.close().await;
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {second_name} WITH (FORCE)")).execute(&pool).await;
 }

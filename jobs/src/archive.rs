@@ -29,8 +29,9 @@ pub const VERSION: u32 = 1;
 pub struct ArchiveInfo {
     pub format: String,
     pub version: u32,
-    /// The tenant and the site whose recordings these are.
-    pub tenant_id: Uuid,
+    /// The tenant whose recordings these are (none: a bulk download, which may hold several tenants'), and
+    /// the site that wrote the archive.
+    pub tenant_id: Option<Uuid>,
     pub site: String,
     pub created_at: DateTime<Utc>,
 }
@@ -46,7 +47,7 @@ pub struct ArchivedCall {
     pub last_sequence: i64,
     /// The recording as the log describes it (location on the origin's storage, size, SHA-256, encryption).
     pub recording: StoredRecording,
-    /// The file's path within the archive.
+    /// The file's path within the archive, relative to its root (`recordings/<call id>/<name>`).
     pub file: String,
     /// The key the file is encrypted with, when it is.
     pub key: Option<ArchivedKey>,
@@ -104,10 +105,76 @@ pub fn call_path(root: &str, call_id: Uuid) -> Path {
     Path::from(format!("{root}/calls/{call_id}.json"))
 }
 
-/// Where a call's file goes in the archive: under its call id, with the name it has on its storage.
-pub fn recording_path(root: &str, call_id: Uuid, location: &str) -> String {
+/// Where a call's file goes within an archive (relative to its root): under its call id, with the name it
+/// has on its storage.
+pub fn recording_entry(call_id: Uuid, location: &str) -> String {
     let name = location.rsplit('/').next().filter(|n| !n.is_empty() && *n != "." && *n != "..").unwrap_or("recording");
-    format!("{root}/recordings/{call_id}/{name}")
+    format!("recordings/{call_id}/{name}")
+}
+
+/// Whether `file` (from an archive's description of `call_id`, so not to be trusted) is a file of that call
+/// where a backup puts it: `recordings/<call id>/<one plain name>`.
+pub fn is_entry_of(call_id: Uuid, file: &str) -> bool {
+    file.strip_prefix(&format!("recordings/{call_id}/")).is_some_and(|name| {
+        !name.is_empty()
+            && name != "."
+            && name != ".."
+            && !name.contains(['/', '\\'])
+            && !name.chars().any(char::is_control)
+    })
+}
+
+/// A call's description for an archive, from its events as the log stores them (`None` when the log holds
+/// no stored recording of it). `fingerprint`: of the key an encrypted recording needs.
+pub fn describe(
+    call_id: Uuid,
+    tenant_id: Uuid,
+    site: &str,
+    events: &[recall_commands::StoredEvent],
+    fingerprint: Option<String>,
+) -> Option<ArchivedCall> {
+    let recording = stored_recording(events)?;
+    let last_sequence = events.last().map_or(0, |e| e.sequence);
+    let key = recording.encryption.as_ref().map(|e| ArchivedKey {
+        key_id: e.header_key_id(),
+        fingerprint: fingerprint.unwrap_or_default(),
+        public_key_pem: None,
+    });
+    let events = events
+        .iter()
+        .map(|e| ArchivedEvent {
+            event_id: e.event_id,
+            sequence: e.sequence,
+            event_type: e.event_type.clone(),
+            event_version: e.event_version.clone(),
+            payload: e.payload_json().unwrap_or(serde_json::Value::Null),
+            actor: e.actor.clone(),
+            impersonator: e.impersonator.clone(),
+            session_id: e.session_id,
+            origin_site: e.origin_site.clone(),
+            hlc: e.hlc.clone(),
+            recorded_at: e.recorded_at,
+        })
+        .collect();
+    Some(ArchivedCall {
+        call_id,
+        tenant_id,
+        origin_site: site.to_owned(),
+        last_sequence,
+        file: recording_entry(call_id, &recording.location),
+        recording,
+        key,
+        events,
+    })
+}
+
+/// The recording the log says is stored for a call (the last one told).
+pub fn stored_recording(events: &[recall_commands::StoredEvent]) -> Option<StoredRecording> {
+    events.iter().rev().find_map(|e| match serde_json::from_str::<CallEvent>(&e.payload).ok()? {
+        CallEvent::RecordingStored { recording } => Some(recording),
+        CallEvent::CallRestored(restored) => Some(restored.recording),
+        _ => None,
+    })
 }
 
 pub fn keys_path(root: &str) -> Path {
@@ -258,11 +325,21 @@ mod tests {
 
     #[test]
     fn archive_names_keep_the_call_id_and_the_file_name_only() {
-        assert_eq!(
-            recording_path("b", Uuid::nil(), "t/2026/03/01/x.mp3.enc"),
-            format!("b/recordings/{}/x.mp3.enc", Uuid::nil())
-        );
-        assert_eq!(recording_path("b", Uuid::nil(), "../.."), format!("b/recordings/{}/recording", Uuid::nil()));
+        let nil = Uuid::nil();
+        assert_eq!(recording_entry(nil, "t/2026/03/01/x.mp3.enc"), format!("recordings/{nil}/x.mp3.enc"));
+        assert_eq!(recording_entry(nil, "../.."), format!("recordings/{nil}/recording"));
+        assert!(is_entry_of(nil, &recording_entry(nil, "t/x.wav")));
+        let other = Uuid::from_u128(1);
+        for hostile in [
+            format!("recordings/{other}/x.wav"),
+            format!("recordings/{nil}/../../etc/passwd"),
+            format!("recordings/{nil}/.."),
+            format!("recordings/{nil}/"),
+            format!("/recordings/{nil}/x.wav"),
+            "keys.json".to_owned(),
+        ] {
+            assert!(!is_entry_of(nil, &hostile), "{hostile}");
+        }
         let id = Uuid::now_v7();
         assert_eq!(call_id_of(&call_path("a/b", id)), Some(id));
         assert_eq!(call_id_of(&Path::from("a/b/calls/notes.txt")), None);

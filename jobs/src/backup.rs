@@ -13,10 +13,9 @@ use object_store::path::Path;
 use object_store::ObjectStore;
 use recall_commands::admin::AdminError;
 use recall_commands::log::read_aggregate;
-use recall_domain::call::{CallEvent, StoredRecording};
 use uuid::Uuid;
 
-use crate::archive::{self, ArchiveInfo, ArchivedCall, ArchivedEvent, ArchivedKey, RunSummary};
+use crate::archive::{self, ArchiveInfo, ArchivedCall, ArchivedKey, RunSummary};
 use crate::copy::{copy_verified, read_json, size_of, write_json, CopyError};
 use crate::{JobRunner, RunCtx, RunError};
 
@@ -30,17 +29,18 @@ pub(crate) async fn run(runner: &JobRunner, ctx: &mut RunCtx<'_>, target_id: Uui
             let info = ArchiveInfo {
                 format: archive::FORMAT.to_owned(),
                 version: archive::VERSION,
-                tenant_id: ctx.tenant_id,
+                tenant_id: Some(ctx.tenant_id),
                 site: runner.site.clone(),
                 created_at: Utc::now(),
             };
             write_json(archive.as_ref(), &archive::info_path(root), &info).await?;
         }
-        Some(Ok(info)) if info.format == archive::FORMAT && info.tenant_id == ctx.tenant_id => {}
+        Some(Ok(info)) if info.format == archive::FORMAT && info.tenant_id == Some(ctx.tenant_id) => {}
         Some(Ok(info)) if info.format == archive::FORMAT => {
             return Err(RunError::Fatal(format!(
-                "the archive at {root} holds the recordings of another tenant ({}); give this job a path of its own",
-                info.tenant_id
+                "the archive at {root} holds other recordings (another tenant's, or a bulk download); give this job \
+                 a path of its own{}",
+                info.tenant_id.map(|t| format!(" (that archive's tenant: {t})")).unwrap_or_default()
             )))
         }
         _ => return Err(RunError::Fatal(format!("{root}/archive.json is there but is not a recall backup archive"))),
@@ -120,17 +120,21 @@ async fn back_up_call(
     let stored = read_aggregate(&runner.pool, "Call", &call_id.to_string())
         .await
         .map_err(|e| RunError::Transient(format!("the event log cannot be read: {e}")))?;
-    let Some(recording) = stored_recording(&stored) else {
+    let site = runner.site.as_str();
+    let fingerprint = |key_id: Uuid| fingerprints.get(&key_id).cloned();
+    let key_of = archive::stored_recording(&stored).and_then(|r| r.encryption.map(|e| e.key_id));
+    let Some(call) = archive::describe(call_id, ctx.tenant_id, site, &stored, key_of.and_then(fingerprint)) else {
         ctx.note(format!("call {call_id}: the log holds no stored recording of it; not backed up"));
         ctx.progress.failed += 1;
         return Ok(());
     };
-    let last_sequence = stored.last().map_or(0, |e| e.sequence);
-    let file = archive::recording_path(root, call_id, &recording.location);
-    let file_path = Path::from(file.as_str());
+    let recording = &call.recording;
+    let file_path = Path::from(format!("{root}/{}", call.file));
     let description = archive::call_path(root, call_id);
     let described = match read_json::<ArchivedCall>(archive, &description).await? {
-        Some(Ok(existing)) => existing.last_sequence == last_sequence && existing.recording.sha256 == recording.sha256,
+        Some(Ok(existing)) => {
+            existing.last_sequence == call.last_sequence && existing.recording.sha256 == recording.sha256
+        }
         _ => false,
     };
     let in_archive = size_of(archive, &file_path).await? == Some(recording.size_bytes);
@@ -166,48 +170,8 @@ async fn back_up_call(
     } else {
         ctx.progress.skipped += 1;
     }
-    let key = recording.encryption.as_ref().map(|e| ArchivedKey {
-        key_id: e.header_key_id(),
-        fingerprint: fingerprints.get(&e.key_id).cloned().unwrap_or_default(),
-        public_key_pem: None,
-    });
-    let events = stored
-        .iter()
-        .map(|e| ArchivedEvent {
-            event_id: e.event_id,
-            sequence: e.sequence,
-            event_type: e.event_type.clone(),
-            event_version: e.event_version.clone(),
-            payload: e.payload_json().unwrap_or(serde_json::Value::Null),
-            actor: e.actor.clone(),
-            impersonator: e.impersonator.clone(),
-            session_id: e.session_id,
-            origin_site: e.origin_site.clone(),
-            hlc: e.hlc.clone(),
-            recorded_at: e.recorded_at,
-        })
-        .collect();
-    let call = ArchivedCall {
-        call_id,
-        tenant_id: ctx.tenant_id,
-        origin_site: runner.site.clone(),
-        last_sequence,
-        recording,
-        file,
-        key,
-        events,
-    };
     write_json(archive, &description, &call).await?;
     Ok(())
-}
-
-/// The recording the log says is stored for a call (the last one told).
-pub(crate) fn stored_recording(events: &[recall_commands::StoredEvent]) -> Option<StoredRecording> {
-    events.iter().rev().find_map(|e| match serde_json::from_str::<CallEvent>(&e.payload).ok()? {
-        CallEvent::RecordingStored { recording } => Some(recording),
-        CallEvent::CallRestored(restored) => Some(restored.recording),
-        _ => None,
-    })
 }
 
 /// The tenant's keys' fingerprints, by key id.

@@ -15,6 +15,9 @@ pub enum CopyError {
     /// The source's bytes are not the recording the log describes.
     #[error("the file at {location} is not the recording the log describes ({what})")]
     Mismatch { location: String, what: String },
+    /// The archive holding the file cannot be read (a damaged ZIP).
+    #[error("{0}")]
+    Unreadable(String),
     /// A store failed (down, refused, full): worth trying again later.
     #[error("{0}")]
     Store(#[from] object_store::Error),

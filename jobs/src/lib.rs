@@ -13,6 +13,7 @@
 pub mod archive;
 mod backup;
 mod copy;
+mod reader;
 mod restore;
 
 use std::path::PathBuf;
@@ -46,6 +47,8 @@ pub struct RunnerOptions {
     pub poll: Duration,
     /// The installation's recordings directory (recordings stored without a storage target).
     pub recordings_dir: Option<PathBuf>,
+    /// Where a restore keeps a ZIP archive it reads (fetched from its storage target) while it runs.
+    pub scratch_dir: PathBuf,
     /// Attempts at a run before a failure that may pass counts as final.
     pub max_attempts: i32,
 }
@@ -57,6 +60,7 @@ impl RunnerOptions {
             lease: Duration::from_secs(60),
             poll: Duration::from_secs(5),
             recordings_dir: None,
+            scratch_dir: std::env::temp_dir().join("recall-jobs"),
             max_attempts: 5,
         }
     }
@@ -105,6 +109,15 @@ pub(crate) enum RunError {
     Transient(String),
     /// The run cannot succeed as it is (its storage target is gone, the archive is not one).
     Fatal(String),
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::LeaseLost => f.write_str("another worker holds the run"),
+            Self::Transient(e) | Self::Fatal(e) => f.write_str(e),
+        }
+    }
 }
 
 impl From<sqlx::Error> for RunError {

@@ -20,9 +20,10 @@ use recall_commands::CommandError;
 use recall_domain::call::{CallCommand, RecordingEncryption, RestoreSource, RestoredCall, StoredRecording};
 use uuid::Uuid;
 
-use crate::archive::{self, ArchiveInfo, ArchivedCall, CallHistory};
-use crate::backup::stored_recording;
-use crate::copy::{copy_verified, read_json, size_of, CopyError};
+use crate::archive::stored_recording;
+use crate::archive::{self, ArchivedCall, CallHistory};
+use crate::copy::{size_of, CopyError};
+use crate::reader::ArchiveReader;
 use crate::{JobRunner, RunCtx, RunError};
 
 pub(crate) async fn run(
@@ -31,8 +32,9 @@ pub(crate) async fn run(
     source_target_id: Uuid,
     root: &str,
 ) -> Result<(), RunError> {
-    let archive = runner.admin.recordings_store(ctx.tenant_id, Some(source_target_id), None).await?;
-    match read_json::<ArchiveInfo>(archive.as_ref(), &archive::info_path(root)).await? {
+    let store = runner.admin.recordings_store(ctx.tenant_id, Some(source_target_id), None).await?;
+    let archive = ArchiveReader::open(store, root, &runner.options.scratch_dir).await?;
+    match archive.info().await? {
         None => return Err(RunError::Fatal(format!("there is no recall backup archive at {root} (no archive.json)"))),
         Some(Ok(info)) if info.format == archive::FORMAT && info.version <= archive::VERSION => {}
         Some(Ok(info)) if info.format == archive::FORMAT => {
@@ -44,17 +46,7 @@ pub(crate) async fn run(
         }
         _ => return Err(RunError::Fatal(format!("{root}/archive.json is not a recall backup archive"))),
     }
-    let mut names: Vec<Path> = Vec::new();
-    {
-        use futures::TryStreamExt;
-        let mut listing = archive.list(Some(&archive::calls_prefix(root)));
-        while let Some(meta) = listing.try_next().await? {
-            if archive::call_id_of(&meta.location).is_some() {
-                names.push(meta.location);
-            }
-        }
-    }
-    names.sort();
+    let names = archive.call_names().await?;
     ctx.progress.total = names.len() as u64;
     let target: Option<Uuid> = sqlx::query_scalar(
         "SELECT target_id FROM rm_directory.storage_targets WHERE tenant_id = $1 AND state = 'active'
@@ -67,11 +59,11 @@ pub(crate) async fn run(
         runner.admin.recordings_store(ctx.tenant_id, target, runner.options.recordings_dir.as_deref()).await?;
     let into = Destination { store: destination.as_ref(), target };
     for name in names {
-        if ctx.after.as_deref().is_some_and(|after| name.as_ref() <= after) {
+        if ctx.after.as_deref().is_some_and(|after| name.as_str() <= after) {
             continue;
         }
-        restore_call(runner, ctx, archive.as_ref(), &name, &into).await?;
-        ctx.done(name.to_string()).await?;
+        restore_call(runner, ctx, &archive, &name, &into).await?;
+        ctx.done(name).await?;
     }
     ctx.save().await
 }
@@ -85,20 +77,23 @@ struct Destination<'a> {
 async fn restore_call(
     runner: &JobRunner,
     ctx: &mut RunCtx<'_>,
-    archive: &dyn ObjectStore,
-    name: &Path,
+    archive: &ArchiveReader,
+    name: &str,
     into: &Destination<'_>,
 ) -> Result<(), RunError> {
-    let archived: ArchivedCall = match read_json(archive, name).await? {
+    let archived: ArchivedCall = match archive.call(name).await? {
         Some(Ok(call)) => call,
         Some(Err(e)) => return fail(ctx, format!("{name} cannot be read ({e}); not restored")),
         None => return fail(ctx, format!("{name} went missing from the archive; not restored")),
     };
     let call_id = archived.call_id;
-    if archive::call_id_of(name) != Some(call_id) {
+    if archive::call_id_of(&Path::from(name)) != Some(call_id) {
         return fail(ctx, format!("{name} describes call {call_id}, not the one its name says; not restored"));
     }
-    let file = Path::from(archived.file.as_str());
+    if !archive::is_entry_of(call_id, &archived.file) {
+        return fail(ctx, format!("{name} names a file outside its call's place in the archive; not restored"));
+    }
+    let file = archived.file.as_str();
     let recording = &archived.recording;
     let local = runner.calls.load(&call_id.to_string()).await?;
     if local.exists() {
@@ -132,7 +127,7 @@ async fn restore_call(
             ctx.progress.skipped += 1;
             return Ok(());
         }
-        match copy_verified(archive, &file, store.as_ref(), &location, &here.sha256, here.size_bytes).await {
+        match archive.copy_file(file, store.as_ref(), &location, &here.sha256, here.size_bytes).await {
             Ok(bytes) => {
                 let put_back = CallCommand::RecordRecordingPutBack { job_id: ctx.job_id, run_id: ctx.run_id };
                 runner.calls.execute(&call_id.to_string(), put_back, runner.meta(ctx.tenant_id)).await?;
@@ -144,16 +139,16 @@ async fn restore_call(
             Err(e) => fail(ctx, format!("call {call_id}: {e}; not put back")),
         }
     } else {
-        restore_new_call(runner, ctx, archive, &archived, &file, into).await
+        restore_new_call(runner, ctx, archive, &archived, file, into).await
     }
 }
 
 async fn restore_new_call(
     runner: &JobRunner,
     ctx: &mut RunCtx<'_>,
-    archive: &dyn ObjectStore,
+    archive: &ArchiveReader,
     archived: &ArchivedCall,
-    file: &Path,
+    file: &str,
     into: &Destination<'_>,
 ) -> Result<(), RunError> {
     let call_id = archived.call_id;
@@ -203,15 +198,9 @@ async fn restore_new_call(
         }
     }
     let location = Path::from(archived.recording.location.as_str());
-    let bytes = match copy_verified(
-        archive,
-        file,
-        into.store,
-        &location,
-        &archived.recording.sha256,
-        archived.recording.size_bytes,
-    )
-    .await
+    let bytes = match archive
+        .copy_file(file, into.store, &location, &archived.recording.sha256, archived.recording.size_bytes)
+        .await
     {
         Ok(bytes) => bytes,
         Err(CopyError::Store(e)) => return Err(e.into()),
