@@ -564,6 +564,7 @@ async fn serve_on(
     if !api.no_jobs {
         let mut options = recall_jobs::RunnerOptions::new(format!("{node}:{}", std::process::id()));
         options.recordings_dir = Some(data_dir.join("recordings"));
+        options.scratch_dir = data_dir.join("tmp");
         let runner = Arc::new(recall_jobs::JobRunner::new(admin.clone(), options));
         tasks.push(runner.spawn(shutdown.clone()));
     }

@@ -398,9 +398,10 @@ pub(crate) struct BulkRequest {
 }
 
 /// A bulk download: a ZIP of the recordings exactly as stored (encrypted files stay encrypted: they play
-/// only where their tenant key is imported) and `manifest.json`, which says what each file is, which key it
-/// needs (id and fingerprint) and its SHA-256, and which calls were left out and why. Streamed as it is
-/// written; each recording counts as a download in the audit trail.
+/// only where their tenant key is imported), in a backup archive's layout (each call's description with its
+/// events, the public keys), so a restore job reads it as it is; and `manifest.json`, which says what each
+/// file is, which key it needs (id and fingerprint) and its SHA-256, and which calls were left out and why.
+/// Streamed as it is written; each recording counts as a download in the audit trail.
 pub(crate) async fn bulk(State(state): State<ApiState>, request: Request) -> Response {
     bulk_download(state, request).await.unwrap_or_else(IntoResponse::into_response)
 }

@@ -213,6 +213,14 @@ impl JobRunner {
     /// when its lease runs out (by this process after a restart, or another).
     pub fn spawn(self: Arc<Self>, shutdown: CancellationToken) -> JoinHandle<()> {
         tokio::spawn(async move {
+            // A run asked for is announced; without the announcement (the listener lost), polling finds it.
+            let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await.ok();
+            if let Some(l) = listener.as_mut() {
+                if let Err(e) = l.listen(recall_commands::admin::JOBS_CHANNEL).await {
+                    tracing::debug!(error = %e, "job runner polls only");
+                    listener = None;
+                }
+            }
             loop {
                 if let Err(e) = self.schedule_due().await {
                     tracing::warn!(error = %e, "cannot look for scheduled jobs");
@@ -231,8 +239,20 @@ impl JobRunner {
                         }
                     }
                 }
+                let announced = async {
+                    match listener.as_mut() {
+                        Some(l) => {
+                            if l.recv().await.is_err() {
+                                // Reconnects on the next recv; meanwhile the poll below stands in.
+                                tokio::time::sleep(self.options.poll).await;
+                            }
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     () = tokio::time::sleep(self.options.poll) => {}
+                    () = announced => {}
                     () = shutdown.cancelled() => return,
                 }
             }

@@ -8,6 +8,9 @@ use uuid::Uuid;
 
 use super::{Admin, AdminError, Ctx, Done};
 
+/// The channel a queued run is announced on (`LISTEN recall_jobs`).
+pub const JOBS_CHANNEL: &str = "recall_jobs";
+
 /// What an administrator asks of a job. Backups and restores both need the right to manage the tenant's
 /// storage: they read and write its storage targets.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,6 +74,14 @@ impl Admin {
                 .execute(self.log.pool())
                 .await?;
                 let result = self.run(&self.jobs, job_id, JobCommand::RequestRun { run_id }, meta).await;
+                if result.is_ok() {
+                    // Wakes the job runners at once (they look every few seconds anyway).
+                    if let Err(e) =
+                        sqlx::query("SELECT pg_notify($1, '')").bind(JOBS_CHANNEL).execute(self.log.pool()).await
+                    {
+                        tracing::debug!(error = %e, "cannot wake the job runners; they will find the run on their own");
+                    }
+                }
                 if result.is_err() {
                     sqlx::query("DELETE FROM job_runs WHERE run_id = $1 AND state = 'due'")
                         .bind(run_id)

@@ -40,7 +40,7 @@ use uuid::Uuid;
 
 pub use auth::{AuthError, Principal, SignInError, SignInRequest, SignedIn};
 pub use bootstrap::DEFAULT_TENANT;
-pub use jobs::JobRequest;
+pub use jobs::{JobRequest, JOBS_CHANNEL};
 pub use keys::EncryptionKeyRequest;
 pub use recordings::RecordingAccess;
 pub use request::{
