@@ -72,6 +72,16 @@ pub enum AudioFormat {
     WavMono,
 }
 
+impl AudioFormat {
+    /// The file name extension of a recording in this format.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Mp3Stereo32 | Self::Mp3Mono16 => "mp3",
+            Self::WavStereo | Self::WavMono => "wav",
+        }
+    }
+}
+
 /// How a tenant's recordings are stored, as purchased.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

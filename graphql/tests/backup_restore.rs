@@ -293,6 +293,16 @@ async fn a_backup_restored_on_a_second_installation_plays_back_once_the_key_is_i
         (west.world.tenant_a, None, Some("2001"), 3000, "bye")
     );
     assert_eq!(row.5["origin_tenant_id"], east.world.tenant_a.to_string());
+    // Stored where the recorder of the second installation would put it: under its own tenant.
+    let location: String = sqlx::query_scalar("SELECT recording->>'location' FROM rm_calls.calls WHERE call_id = $1")
+        .bind(calls[0])
+        .fetch_one(&second_pool)
+        .await
+        .expect("location");
+    assert!(location.starts_with(&format!("{}/", west.world.tenant_a)), "{location}");
+    assert!(location.ends_with(&format!("{}.wav.enc", calls[0])), "{location}");
+    // The tenant's only storage target there is the one the archive came on: the recorder would write there.
+    assert!(carried.path().join(&location).is_file());
     assert_eq!(row.5["archived_events"], 5);
     let restored = events_of(&west, "Call").await;
     assert_eq!(restored.iter().filter(|e| e.event.event_type == "CallRestored").count(), 3);

@@ -99,3 +99,13 @@ pub async fn write_json<T: serde::Serialize>(
     store.put(location, bytes.into()).await?;
     Ok(())
 }
+
+/// Whether the object at `location` has the SHA-256 `sha256` (hex).
+pub async fn has_sha256(store: &dyn ObjectStore, location: &Path, sha256: &str) -> Result<bool, object_store::Error> {
+    let mut stream = store.get(location).await?.into_stream();
+    let mut hash = Sha256::new();
+    while let Some(chunk) = stream.next().await {
+        hash.update(&chunk?);
+    }
+    Ok(hex::encode(hash.finalize()).eq_ignore_ascii_case(sha256))
+}

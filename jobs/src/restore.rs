@@ -17,7 +17,7 @@ use object_store::ObjectStore;
 use recall_commands::admin::AdminError;
 use recall_commands::log::read_aggregate;
 use recall_commands::CommandError;
-use recall_domain::call::{CallCommand, RecordingEncryption, RestoreSource, RestoredCall, StoredRecording};
+use recall_domain::call::{CallCommand, CallStart, RecordingEncryption, RestoreSource, RestoredCall, StoredRecording};
 use uuid::Uuid;
 
 use crate::archive::stored_recording;
@@ -197,11 +197,17 @@ async fn restore_new_call(
             start.user_id = None;
         }
     }
-    let location = Path::from(archived.recording.location.as_str());
-    let bytes = match archive
-        .copy_file(file, into.store, &location, &archived.recording.sha256, archived.recording.size_bytes)
-        .await
-    {
+    // The file goes where the recorder would have put it in this tenant, named from trusted facts only (an
+    // archive's own location could point into another tenant's files).
+    let location = restored_location(ctx.tenant_id, call_id, &start, &archived.recording);
+    let path = Path::from(location.as_str());
+    let sha256 = &archived.recording.sha256;
+    // A run that copied the file and stopped before recording the call left it there; anything else in its
+    // place is not overwritten.
+    if size_of(into.store, &path).await?.is_some() && !crate::copy::has_sha256(into.store, &path, sha256).await? {
+        return fail(ctx, format!("call {call_id}: another file is where it belongs ({location}); not restored"));
+    }
+    let bytes = match archive.copy_file(file, into.store, &path, sha256, archived.recording.size_bytes).await {
         Ok(bytes) => bytes,
         Err(CopyError::Store(e)) => return Err(e.into()),
         Err(e) => return fail(ctx, format!("call {call_id}: {e}; not restored")),
@@ -211,7 +217,12 @@ async fn restore_new_call(
         start,
         end: history.end,
         paused_ms: history.paused_ms,
-        recording: StoredRecording { storage_target_id: into.target, encryption, ..archived.recording.clone() },
+        recording: StoredRecording {
+            storage_target_id: into.target,
+            location,
+            encryption,
+            ..archived.recording.clone()
+        },
         source: RestoreSource {
             job_id: ctx.job_id,
             run_id: ctx.run_id,
@@ -231,6 +242,13 @@ async fn restore_new_call(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// `<tenant>/<yyyy>/<mm>/<dd>/<call id>.<ext>[.enc]`, as the recorder names a recording.
+fn restored_location(tenant_id: Uuid, call_id: Uuid, start: &CallStart, recording: &StoredRecording) -> String {
+    let suffix = if recording.encryption.is_some() { ".enc" } else { "" };
+    let day = start.started_at.format("%Y/%m/%d");
+    format!("{tenant_id}/{day}/{call_id}.{}{suffix}", recording.format.extension())
 }
 
 /// One call not done, with the reason noted; the run goes on.

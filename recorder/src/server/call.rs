@@ -131,10 +131,7 @@ pub(super) fn object_path(tenant_id: Uuid, call_id: Uuid, started_at: DateTime<U
 pub(super) const ENCRYPTED_SUFFIX: &str = ".enc";
 
 pub(super) fn extension(format: AudioFormat) -> &'static str {
-    match format {
-        AudioFormat::Mp3Stereo32 | AudioFormat::Mp3Mono16 => "mp3",
-        AudioFormat::WavStereo | AudioFormat::WavMono => "wav",
-    }
+    format.extension()
 }
 
 /// What a write in the blocking pool gives back: the writer, the buffer, and how it went.
