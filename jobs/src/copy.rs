@@ -1,7 +1,8 @@
 //! Copying a recording between object stores as it streams, checked against the SHA-256 and size the log
 //! says it has: a file that does not match is never completed at the destination.
 
-use futures::StreamExt;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use sha2::{Digest, Sha256};
@@ -33,26 +34,41 @@ pub async fn copy_verified(
     sha256: &str,
     size: u64,
 ) -> Result<u64, CopyError> {
-    let mut stream = match from.get(src).await {
-        Ok(result) => result.into_stream(),
+    let stream = match from.get(src).await {
+        Ok(result) => result.into_stream().map(|chunk| chunk.map_err(CopyError::from)),
         Err(object_store::Error::NotFound { .. }) => return Err(CopyError::Missing(src.to_string())),
         Err(e) => return Err(e.into()),
     };
+    copy_stream(stream, src.as_ref(), to, dst, sha256, size).await
+}
+
+/// Writes what `source` yields (the file at `label`) to `to/dst`, hashing on the way; completes the
+/// destination only when the bytes have `sha256` (hex) and `size`, and stops reading as soon as there are
+/// more than `size`. Returns the bytes copied.
+pub async fn copy_stream(
+    source: impl Stream<Item = Result<Bytes, CopyError>>,
+    label: &str,
+    to: &dyn ObjectStore,
+    dst: &Path,
+    sha256: &str,
+    size: u64,
+) -> Result<u64, CopyError> {
+    let mut source = std::pin::pin!(source);
     let mut writer = WriteMultipart::new(to.put_multipart(dst).await?);
     let (mut hash, mut copied) = (Sha256::new(), 0u64);
-    while let Some(chunk) = stream.next().await {
+    while let Some(chunk) = source.next().await {
         let chunk = match chunk {
             Ok(chunk) => chunk,
             Err(e) => {
                 let _ = writer.abort().await;
-                return Err(e.into());
+                return Err(e);
             }
         };
         hash.update(&chunk);
         copied += chunk.len() as u64;
         if copied > size {
             let _ = writer.abort().await;
-            return Err(CopyError::Mismatch { location: src.to_string(), what: format!("longer than {size} bytes") });
+            return Err(CopyError::Mismatch { location: label.to_owned(), what: format!("longer than {size} bytes") });
         }
         writer.write(&chunk);
     }
@@ -61,7 +77,7 @@ pub async fn copy_verified(
         let _ = writer.abort().await;
         let what =
             if copied != size { format!("{copied} bytes, not {size}") } else { "its SHA-256 differs".to_owned() };
-        return Err(CopyError::Mismatch { location: src.to_string(), what });
+        return Err(CopyError::Mismatch { location: label.to_owned(), what });
     }
     writer.finish().await?;
     Ok(copied)
@@ -76,12 +92,19 @@ pub async fn size_of(store: &dyn ObjectStore, location: &Path) -> Result<Option<
     }
 }
 
-/// A small JSON object, or `None` when there is none.
+/// The largest JSON object read from an archive, in bytes.
+pub const JSON_LIMIT: u64 = 16 << 20;
+
+/// A small JSON object (at most [`JSON_LIMIT`] bytes), or `None` when there is none.
 pub async fn read_json<T: serde::de::DeserializeOwned>(
     store: &dyn ObjectStore,
     location: &Path,
 ) -> Result<Option<Result<T, serde_json::Error>>, object_store::Error> {
     match store.get(location).await {
+        Ok(result) if result.meta.size > JSON_LIMIT => Ok(Some(Err(serde::de::Error::custom(format!(
+            "{location} is {} bytes, more than a description of recall's can be",
+            result.meta.size
+        ))))),
         Ok(result) => Ok(Some(serde_json::from_slice(&result.bytes().await?))),
         Err(object_store::Error::NotFound { .. }) => Ok(None),
         Err(e) => Err(e),

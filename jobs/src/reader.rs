@@ -6,14 +6,14 @@ use std::io::Read;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::archive::{self, ArchiveInfo, ArchivedCall};
-use crate::copy::{copy_verified, read_json, CopyError};
+use crate::copy::{copy_stream, copy_verified, read_json, CopyError};
 use crate::RunError;
 
 /// An archive being read.
@@ -30,6 +30,10 @@ impl Drop for TempFile {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+/// The largest description (`archive.json`, `calls/<id>.json`) read, in bytes: one call's events fill a
+/// few KiB; a larger one is not an archive recall wrote.
+const JSON_LIMIT: u64 = crate::copy::JSON_LIMIT;
 
 /// What a ZIP entry read gives: the entry's bytes, or none.
 type Entry = Option<Vec<u8>>;
@@ -63,7 +67,9 @@ impl ArchiveReader {
     pub async fn info(&self) -> Result<Option<Result<ArchiveInfo, serde_json::Error>>, RunError> {
         match self {
             Self::Directory { store, root } => Ok(read_json(store.as_ref(), &archive::info_path(root)).await?),
-            Self::Zip { .. } => Ok(self.zip_entry("archive.json", None).await?.map(|b| serde_json::from_slice(&b))),
+            Self::Zip { .. } => {
+                Ok(self.zip_entry("archive.json", Some(JSON_LIMIT)).await?.map(|b| serde_json::from_slice(&b)))
+            }
         }
     }
 
@@ -104,7 +110,7 @@ impl ArchiveReader {
         match self {
             Self::Directory { store, .. } => Ok(read_json(store.as_ref(), &Path::from(name)).await?),
             Self::Zip { .. } => {
-                Ok(self.zip_entry(name, Some(16 << 20)).await?.map(|bytes| serde_json::from_slice(&bytes)))
+                Ok(self.zip_entry(name, Some(JSON_LIMIT)).await?.map(|bytes| serde_json::from_slice(&bytes)))
             }
         }
     }
@@ -123,24 +129,50 @@ impl ArchiveReader {
             Self::Directory { store, root } => {
                 copy_verified(store.as_ref(), &Path::from(format!("{root}/{file}")), to, dst, sha256, size).await
             }
-            Self::Zip { .. } => {
-                let bytes = match self.zip_entry(file, Some(size)).await {
-                    Ok(Some(bytes)) => bytes,
-                    Ok(None) => return Err(CopyError::Missing(file.to_owned())),
-                    Err(e) => return Err(CopyError::Unreadable(e.to_string())),
-                };
-                let found = hex::encode(Sha256::digest(&bytes));
-                if bytes.len() as u64 != size || !found.eq_ignore_ascii_case(sha256) {
-                    let what = if bytes.len() as u64 != size {
-                        format!("{} bytes, not {size}", bytes.len())
-                    } else {
-                        "its SHA-256 differs".to_owned()
+            Self::Zip { file: zip } => {
+                // Read in the blocking pool a MiB at a time and handed over as it comes: an entry never
+                // sits in memory whole, and no more than `size` bytes of it are read.
+                let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, CopyError>>(4);
+                let (path, name) = (zip.0.clone(), file.to_owned());
+                let reader = tokio::task::spawn_blocking(move || {
+                    let failed = |e: &dyn std::fmt::Display| {
+                        let _ = tx.blocking_send(Err(CopyError::Unreadable(format!("{name} cannot be read: {e}"))));
                     };
-                    return Err(CopyError::Mismatch { location: file.to_owned(), what });
-                }
-                let copied = bytes.len() as u64;
-                to.put(dst, bytes.into()).await?;
-                Ok(copied)
+                    let mut archive = match std::fs::File::open(&path)
+                        .map_err(|e| e.to_string())
+                        .and_then(|f| zip::ZipArchive::new(f).map_err(|e| e.to_string()))
+                    {
+                        Ok(archive) => archive,
+                        Err(e) => return failed(&e),
+                    };
+                    let mut entry = match archive.by_name(&name) {
+                        Ok(entry) => entry,
+                        Err(zip::result::ZipError::FileNotFound) => {
+                            let _ = tx.blocking_send(Err(CopyError::Missing(name.clone())));
+                            return;
+                        }
+                        Err(e) => return failed(&e),
+                    };
+                    let mut left = size.saturating_add(1);
+                    while left > 0 {
+                        let mut buffer = vec![0; 1 << 20];
+                        let want = usize::try_from(left.min(1 << 20)).unwrap_or(1 << 20);
+                        match entry.read(&mut buffer[..want]) {
+                            Ok(0) => return,
+                            Ok(n) => {
+                                buffer.truncate(n);
+                                left -= n as u64;
+                                if tx.blocking_send(Ok(Bytes::from(buffer))).is_err() {
+                                    return;
+                                }
+                            }
+                            Err(e) => return failed(&e),
+                        }
+                    }
+                });
+                let copied = copy_stream(stream_of(rx), file, to, dst, sha256, size).await;
+                let _ = reader.await;
+                copied
             }
         }
     }
@@ -176,4 +208,9 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| RunError::Transient(format!("a ZIP reader stopped: {e}")))?
         .map_err(|e| RunError::Fatal(format!("the ZIP archive cannot be read: {e}")))
+}
+
+/// The receiving end of a channel as a stream.
+fn stream_of<T: Send + 'static>(rx: tokio::sync::mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
 }
