@@ -108,6 +108,19 @@ pub struct RestoredCall {
     pub source: RestoreSource,
 }
 
+impl RestoredCall {
+    /// The call as the log would keep it, or why it cannot be restored (what `RestoreCall` decides, for a
+    /// restore to ask before it copies the file).
+    pub fn checked(self) -> Result<Self, CallError> {
+        let start = valid_start(self.start)?;
+        if self.end.at < start.started_at {
+            return Err(CallError::BeforeStart);
+        }
+        let recording = valid_recording(self.recording)?;
+        Ok(Self { start, recording, ..self })
+    }
+}
+
 /// Where a restored call came from: the job run that read it and the installation that recorded it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestoreSource {
@@ -545,13 +558,7 @@ impl Aggregate for Call {
                     // Restored before, or recorded here: a restore run twice adds nothing.
                     return Ok(vec![]);
                 }
-                let RestoredCall { start, end, recording, .. } = *restored.clone();
-                let start = valid_start(start)?;
-                if end.at < start.started_at {
-                    return Err(CallError::BeforeStart);
-                }
-                let recording = valid_recording(recording)?;
-                Ok(vec![CallEvent::CallRestored(Box::new(RestoredCall { start, recording, ..*restored }))])
+                Ok(vec![CallEvent::CallRestored(Box::new(restored.checked()?))])
             }
             CallCommand::RecordRecordingPutBack { job_id, run_id } => {
                 if !self.exists() {

@@ -159,10 +159,12 @@ pub enum JobCommand {
         run_id: Uuid,
         progress: RunProgress,
     },
+    /// `notes`: the first notes (the event keeps `MAX_RUN_NOTES`); `notes_total`: how many there were.
     FinishRun {
         run_id: Uuid,
         progress: RunProgress,
         notes: Vec<String>,
+        notes_total: u64,
         at: DateTime<Utc>,
     },
     FailRun {
@@ -258,6 +260,8 @@ pub enum JobError {
     KindChanged,
     #[error("a run of this job is already under way")]
     RunUnderWay,
+    #[error("a run of this job is waiting or under way; edit the job when it has ended")]
+    EditWhileRunning,
     #[error("this run is not the job's current run")]
     NotCurrentRun,
     #[error("the run has not started")]
@@ -374,6 +378,10 @@ impl Aggregate for Job {
                 Ok(vec![JobEvent::JobDefined { tenant_id, name, kind, schedule }])
             }
             JobCommand::EditJob { name, kind, schedule } => {
+                if self.current.is_some() {
+                    // A run goes on with what it started with: its cursor means nothing on another archive.
+                    return Err(JobError::EditWhileRunning);
+                }
                 let name = display_name(&name).map_err(JobError::InvalidName)?;
                 let kind = valid_kind(kind, schedule)?;
                 if self.kind.as_ref().map(JobKind::name) != Some(kind.name()) {
@@ -406,9 +414,9 @@ impl Aggregate for Job {
                 self.running(run_id)?;
                 Ok(vec![JobEvent::JobRunProgressed { run_id, progress }])
             }
-            JobCommand::FinishRun { run_id, progress, notes, at } => {
+            JobCommand::FinishRun { run_id, progress, notes, notes_total, at } => {
                 self.running(run_id)?;
-                let notes_total = notes.len() as u64;
+                let notes_total = notes_total.max(notes.len() as u64);
                 let notes = notes.iter().take(MAX_RUN_NOTES).map(|n| one_line(n)).collect();
                 Ok(vec![JobEvent::JobRunFinished { run_id, progress, notes, notes_total, at }])
             }
@@ -559,10 +567,13 @@ mod tests {
         let take_over = JobCommand::StartRun { run_id: a, trigger: RunTrigger::Manual, worker: "n2".into() };
         let again = decide(&job, take_over).expect("taken over");
         assert_eq!(again, vec![JobEvent::JobRunResumed { run_id: a, worker: "n2".into() }]);
-        let finish = JobCommand::FinishRun { run_id: a, progress, notes: vec!["a\nb".into()], at: nightly().first_at };
+        let notes = vec!["a\nb".into()];
+        let finish = JobCommand::FinishRun { run_id: a, progress, notes, notes_total: 70, at: nightly().first_at };
         let finished = decide(&job, finish).expect("finished");
-        let JobEvent::JobRunFinished { notes, .. } = &finished[0] else { panic!() };
-        assert_eq!(notes, &vec!["a b".to_owned()]);
+        let JobEvent::JobRunFinished { notes, notes_total, .. } = &finished[0] else { panic!() };
+        assert_eq!((notes, *notes_total), (&vec!["a b".to_owned()], 70));
+        let edit = JobCommand::EditJob { name: "Nightly".into(), kind: backup("elsewhere"), schedule: None };
+        assert_eq!(decide(&job, edit), Err(JobError::EditWhileRunning), "not while a run is under way");
         job.apply(finished[0].clone());
         assert_eq!(job.current_run(), None);
         assert_eq!(job.last_finished_at(), Some(nightly().first_at));

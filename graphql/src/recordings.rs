@@ -479,6 +479,9 @@ async fn bulk_download(state: ApiState, request: Request) -> Result<Response, Re
             skipped.push(serde_json::json!({ "call_id": call_id, "reason": "the log holds no stored recording" }));
             continue;
         };
+        // Who played the call, who acted on it and as whom is for those who may read the audit trail.
+        let described =
+            if viewer.authority.grants.allows(Permission::ViewAuditTrail) { described } else { described.redacted() };
         state.admin.record_recording_access(&viewer.principal.caller, call_id, RecordingAccess::Download).await?;
         entries.push(BulkEntry { call_id, tenant_id, started_at, recording, stored, store, described });
     }

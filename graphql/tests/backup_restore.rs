@@ -420,9 +420,28 @@ async fn jobs_are_defined_on_the_tenants_own_targets_by_those_who_manage_storage
         RunOutcome::Failed { error, .. } => assert!(error.contains("no recall backup archive"), "{error}"),
         other => panic!("{other:?}"),
     }
-    // One run at a time: a second request while one waits is refused, and nothing extra is queued.
+    // Asked again with the same run id after it ran: nothing more happens, and the job can run again.
+    let backup = define(&site, "Nightly backup", kind()).await;
+    let run_id = id();
+    let run_again = || AdminCommand::Job { job_id: backup, request: JobRequest::RunNow { run_id } };
+    site.world.as_(&site.world.admin_a, run_again()).await.expect("queued");
+    finished(site.runner.run_next().await.expect("queue").expect("due"));
+    let retried = site.world.as_(&site.world.admin_a, run_again()).await.expect("a retry is no error");
+    assert!(retried.receipts.is_empty(), "a retried request after the run is nothing new");
+    assert!(site.runner.run_next().await.expect("queue").is_none(), "nothing queued by the retry");
+    finished(run_now(&site, backup).await);
+    // Another job's run id is refused, and that job's queued run is left alone.
+    let request = JobRequest::RunNow { run_id };
+    let refused = site.world.as_(&site.world.admin_a, AdminCommand::Job { job_id: restore, request }).await;
+    assert!(matches!(refused, Err(recall_commands::admin::AdminError::Invalid(_))), "{refused:?}");
+
+    // One run at a time: a second request while one waits is refused, and nothing extra is queued; nor is
+    // the job edited meanwhile.
     let request = JobRequest::RunNow { run_id: id() };
     site.world.as_(&site.world.admin_a, AdminCommand::Job { job_id: restore, request }).await.expect("queued");
+    let edit = JobRequest::Edit { name: "Elsewhere".into(), target_id: target, path: "other".into(), schedule: None };
+    let refused = site.world.as_(&site.world.admin_a, AdminCommand::Job { job_id: restore, request: edit }).await;
+    assert!(matches!(refused, Err(recall_commands::admin::AdminError::Invalid(_))), "{refused:?}");
     let refused = site
         .world
         .as_(&site.world.admin_a, AdminCommand::Job { job_id: restore, request: JobRequest::RunNow { run_id: id() } })

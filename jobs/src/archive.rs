@@ -168,6 +168,23 @@ pub fn describe(
     })
 }
 
+impl ArchivedCall {
+    /// The description without who did what: for someone who may download the call but not read the audit
+    /// trail. Plays and downloads are left out, and people (users, API tokens, impersonators, sessions) are
+    /// not named; recall's own components still are.
+    pub fn redacted(mut self) -> Self {
+        self.events.retain(|e| e.event_type != "RecordingAccessed");
+        for event in &mut self.events {
+            if !event.actor.starts_with("system:") {
+                event.actor = "redacted".to_owned();
+            }
+            event.impersonator = None;
+            event.session_id = None;
+        }
+        self
+    }
+}
+
 /// The recording the log says is stored for a call (the last one told).
 pub fn stored_recording(events: &[recall_commands::StoredEvent]) -> Option<StoredRecording> {
     events.iter().rev().find_map(|e| match serde_json::from_str::<CallEvent>(&e.payload).ok()? {
@@ -321,6 +338,53 @@ mod tests {
         assert_eq!(history.end, CallEnd { reason: CallEndReason::Bye, at: at(20), duration_ms: 20_000 });
         assert_eq!(CallHistory::of(&archived[..2]), Err(HistoryError::NoEnd));
         assert_eq!(CallHistory::of(&archived[1..]), Err(HistoryError::NoStart));
+    }
+
+    #[test]
+    fn a_redacted_description_names_no_person_and_no_access() {
+        let start = CallStart {
+            tenant_id: Uuid::from_u128(1),
+            sip_call_id: "abc".into(),
+            direction: CallDirection::Inbound,
+            participants: vec![],
+            extension: None,
+            user_id: None,
+            site: "east".into(),
+            recorder_node: "n1".into(),
+            started_at: Utc::now(),
+        };
+        let mut assigned = archived(
+            2,
+            &CallEvent::CallAssigned { user_id: Uuid::from_u128(5), extension: None, previous_user_id: None },
+        );
+        assigned.actor = format!("user:{}", Uuid::from_u128(7));
+        assigned.impersonator = Some(format!("user:{}", Uuid::from_u128(8)));
+        assigned.session_id = Some(Uuid::from_u128(9));
+        let mut played =
+            archived(3, &CallEvent::RecordingAccessed { access: recall_domain::call::RecordingAccess::Playback });
+        played.actor = format!("user:{}", Uuid::from_u128(7));
+        let call = ArchivedCall {
+            call_id: Uuid::from_u128(9),
+            tenant_id: Uuid::from_u128(1),
+            origin_site: "east".into(),
+            last_sequence: 3,
+            recording: serde_json::from_value(serde_json::json!({
+                "storage_target_id": null, "location": "t/c.mp3", "format": "mp3_stereo32", "size_bytes": 1,
+                "duration_ms": 1, "sha256": "ab".repeat(32)
+            }))
+            .unwrap(),
+            file: "recordings/x/c.mp3".into(),
+            key: None,
+            events: vec![archived(1, &CallEvent::CallStarted { call_id: Uuid::from_u128(9), start }), assigned, played],
+        };
+        let redacted = call.redacted();
+        assert_eq!(redacted.events.len(), 2, "the playback is left out");
+        assert_eq!(redacted.events[0].actor, "system:recorder:n1", "recall's own components are named");
+        let text = serde_json::to_string(&redacted).unwrap();
+        for person in [Uuid::from_u128(7), Uuid::from_u128(8)] {
+            assert!(!text.contains(&person.to_string()), "{text}");
+        }
+        assert_eq!(redacted.events[1].session_id, None);
     }
 
     #[test]

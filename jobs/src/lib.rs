@@ -213,6 +213,14 @@ impl JobRunner {
     /// when its lease runs out (by this process after a restart, or another).
     pub fn spawn(self: Arc<Self>, shutdown: CancellationToken) -> JoinHandle<()> {
         tokio::spawn(async move {
+            // What a run that stopped with the process left in the scratch directory (a fetched ZIP).
+            if let Ok(entries) = std::fs::read_dir(&self.options.scratch_dir) {
+                for entry in entries.flatten() {
+                    if entry.file_name().to_string_lossy().starts_with("restore-") {
+                        let _ = std::fs::remove_file(entry.path());
+                    }
+                }
+            }
             // A run asked for is announced; without the announcement (the listener lost), polling finds it.
             let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await.ok();
             if let Some(l) = listener.as_mut() {
@@ -322,6 +330,12 @@ impl JobRunner {
     async fn execute(&self, run: Claimed) -> RunOutcome {
         let cursor: Cursor = serde_json::from_value(run.cursor.clone()).unwrap_or_default();
         let mut ctx = RunCtx::new(self, &run, cursor);
+        if run.attempts > self.options.max_attempts {
+            // Its earlier attempts ended without a word (the process stopped or crashed during them): a run
+            // that takes its worker down is not started again and again.
+            let error = format!("gave up after {} attempts that ended without finishing", run.attempts - 1);
+            return self.stopped(&mut ctx, &run, RunError::Fatal(error)).await;
+        }
         let job = match self.jobs.load(&run.job_id.to_string()).await {
             Ok(job) => job,
             Err(e) => return self.stopped(&mut ctx, &run, RunError::from(e)).await,
@@ -387,14 +401,41 @@ impl JobRunner {
         })
     }
 
+    /// Appends a command to the job, deciding again when another change to the job was saved first.
+    async fn record(&self, run: &Claimed, command: JobCommand) -> Result<(), CommandError<JobError>> {
+        let mut attempt = 0;
+        loop {
+            match self.jobs.execute(&run.job_id.to_string(), command.clone(), self.meta(run.tenant_id)).await {
+                Err(CommandError::Conflict { .. }) if attempt < 3 => attempt += 1,
+                result => return result.map(drop),
+            }
+        }
+    }
+
+    /// Whether this worker still holds the run (only the holder may record its end).
+    async fn holds(&self, run: &Claimed) -> bool {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM job_runs WHERE run_id = $1 AND worker = $2 AND state = 'running')",
+        )
+        .bind(run.run_id)
+        .bind(&self.options.worker)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap_or(false)
+    }
+
     async fn finished(&self, ctx: &mut RunCtx<'_>, run: &Claimed) -> RunOutcome {
+        if !self.holds(run).await {
+            return RunOutcome::Lost { run_id: run.run_id };
+        }
         let finish = JobCommand::FinishRun {
             run_id: run.run_id,
             progress: ctx.progress,
             notes: ctx.notes.clone(),
+            notes_total: ctx.notes_total,
             at: Utc::now(),
         };
-        if let Err(e) = self.jobs.execute(&run.job_id.to_string(), finish, self.meta(run.tenant_id)).await {
+        if let Err(e) = self.record(run, finish).await {
             // Not recorded: the run is put back and, done again, finds everything in place.
             return self.stopped(ctx, run, RunError::from(e)).await;
         }
@@ -431,9 +472,19 @@ impl JobRunner {
             RunError::Transient(e) => format!("gave up after {} attempts: {e}", run.attempts),
             RunError::Fatal(e) => e,
         };
+        if !self.holds(run).await {
+            return RunOutcome::Lost { run_id: run.run_id };
+        }
         let fail = JobCommand::FailRun { run_id: run.run_id, progress: ctx.progress, error: error.clone() };
-        if let Err(e) = self.jobs.execute(&run.job_id.to_string(), fail, self.meta(run.tenant_id)).await {
-            tracing::warn!(run_id = %run.run_id, error = %e, "a failed job run could not be recorded");
+        match self.record(run, fail).await {
+            // Not the job's current run (it never started, or ended): nothing holds the job.
+            Ok(()) | Err(CommandError::Refused(_)) => {}
+            Err(e) => {
+                // The queue row stays the worker's until the lease runs out, and the next claim records the
+                // end: a run must not end in the queue while the job still counts it as under way.
+                tracing::warn!(run_id = %run.run_id, error = %e, "a failed job run could not be recorded");
+                return RunOutcome::Retrying { run_id: run.run_id, error, attempts: run.attempts };
+            }
         }
         if let Err(e) = self.set_state(run, "failed").await {
             tracing::warn!(run_id = %run.run_id, error = %e, "a failed job run could not be marked in the queue");

@@ -13,7 +13,7 @@
 //! Running a restore twice adds nothing the second time.
 
 use object_store::path::Path;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use recall_commands::admin::AdminError;
 use recall_commands::log::read_aggregate;
 use recall_commands::CommandError;
@@ -56,7 +56,15 @@ pub(crate) async fn run(
     .fetch_optional(&runner.pool)
     .await?;
     let destination =
-        runner.admin.recordings_store(ctx.tenant_id, target, runner.options.recordings_dir.as_deref()).await?;
+        match runner.admin.recordings_store(ctx.tenant_id, target, runner.options.recordings_dir.as_deref()).await {
+            Ok(store) => store,
+            Err(AdminError::Invalid(e)) => {
+                return Err(RunError::Fatal(format!(
+                    "restored recordings go to the tenant's first storage target, which cannot take them: {e}"
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        };
     let into = Destination { store: destination.as_ref(), target };
     for name in names {
         if ctx.after.as_deref().is_some_and(|after| name.as_str() <= after) {
@@ -207,19 +215,14 @@ async fn restore_new_call(
     if size_of(into.store, &path).await?.is_some() && !crate::copy::has_sha256(into.store, &path, sha256).await? {
         return fail(ctx, format!("call {call_id}: another file is where it belongs ({location}); not restored"));
     }
-    let bytes = match archive.copy_file(file, into.store, &path, sha256, archived.recording.size_bytes).await {
-        Ok(bytes) => bytes,
-        Err(CopyError::Store(e)) => return Err(e.into()),
-        Err(e) => return fail(ctx, format!("call {call_id}: {e}; not restored")),
-    };
-    let restore = CallCommand::RestoreCall(Box::new(RestoredCall {
+    let restored = RestoredCall {
         call_id,
         start,
         end: history.end,
         paused_ms: history.paused_ms,
         recording: StoredRecording {
             storage_target_id: into.target,
-            location,
+            location: location.clone(),
             encryption,
             ..archived.recording.clone()
         },
@@ -230,14 +233,35 @@ async fn restore_new_call(
             origin_tenant_id,
             archived_events: archived.events.len() as u64,
         },
-    }));
-    match runner.calls.execute(&call_id.to_string(), restore, runner.meta(ctx.tenant_id)).await {
-        Ok(_) => {
+    };
+    // Checked before the file is copied: a call the log would refuse leaves no file behind.
+    let restored = match restored.checked() {
+        Ok(restored) => restored,
+        Err(e) => return fail(ctx, format!("call {call_id} cannot be restored: {e}")),
+    };
+    let bytes = match archive.copy_file(file, into.store, &path, sha256, archived.recording.size_bytes).await {
+        Ok(bytes) => bytes,
+        Err(CopyError::Store(e)) => return Err(e.into()),
+        Err(e) => return fail(ctx, format!("call {call_id}: {e}; not restored")),
+    };
+    let restore = CallCommand::RestoreCall(Box::new(restored));
+    let outcome = runner.calls.execute(&call_id.to_string(), restore, runner.meta(ctx.tenant_id)).await;
+    match outcome {
+        Ok(receipt) if !receipt.events.is_empty() => {
             ctx.progress.copied += 1;
             ctx.progress.bytes += bytes;
             Ok(())
         }
+        // The call came into being meanwhile (another restore, in this tenant or another): the copy is
+        // nobody's.
+        Ok(_) => {
+            let _ = into.store.delete(&path).await;
+            ctx.note(format!("call {call_id} was added here by another run meanwhile; left as it is"));
+            ctx.progress.skipped += 1;
+            Ok(())
+        }
         Err(e @ (CommandError::Refused(_) | CommandError::Taken(_))) => {
+            let _ = into.store.delete(&path).await;
             fail(ctx, format!("call {call_id} cannot be restored: {e}"))
         }
         Err(e) => Err(e.into()),

@@ -19,6 +19,7 @@ CREATE TABLE job_runs (
     created_at  timestamptz NOT NULL DEFAULT now(),
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
--- A schedule's slot is run once, however many processes see it fall due.
-CREATE UNIQUE INDEX job_runs_slot_idx ON job_runs (job_id, slot) WHERE slot IS NOT NULL;
+-- A schedule's slot is run once, however many processes see it fall due. By its time, not its number:
+-- an edited schedule numbers its slots afresh.
+CREATE UNIQUE INDEX job_runs_slot_idx ON job_runs (job_id, due_at) WHERE trigger = 'schedule';
 CREATE INDEX job_runs_claimable_idx ON job_runs (due_at) WHERE state IN ('due', 'running');

@@ -3,7 +3,7 @@
 //! a job on which storage target, and that a run asked for is queued (`job_runs`) and recorded.
 
 use recall_domain::access::{Permission, Resource};
-use recall_domain::job::{JobCommand, JobKind, Schedule};
+use recall_domain::job::{Job, JobCommand, JobKind, RunProgress, Schedule};
 use uuid::Uuid;
 
 use super::{Admin, AdminError, Ctx, Done};
@@ -61,37 +61,75 @@ impl Admin {
                 JobCommand::EditJob { name, kind, schedule }
             }
             JobRequest::Delete => JobCommand::DeleteJob,
-            JobRequest::RunNow { run_id } => {
-                // Queued first: a run recorded but never queued would hold the job forever. A refusal (a run
-                // is under way) takes the row back.
-                sqlx::query(
-                    "INSERT INTO job_runs (run_id, job_id, tenant_id, trigger) VALUES ($1, $2, $3, 'manual')
-                     ON CONFLICT (run_id) DO NOTHING",
-                )
-                .bind(run_id)
-                .bind(job_id)
-                .bind(tenant_id)
-                .execute(self.log.pool())
-                .await?;
-                let result = self.run(&self.jobs, job_id, JobCommand::RequestRun { run_id }, meta).await;
-                if result.is_ok() {
-                    // Wakes the job runners at once (they look every few seconds anyway).
-                    if let Err(e) =
-                        sqlx::query("SELECT pg_notify($1, '')").bind(JOBS_CHANNEL).execute(self.log.pool()).await
-                    {
-                        tracing::debug!(error = %e, "cannot wake the job runners; they will find the run on their own");
-                    }
-                }
-                if result.is_err() {
-                    sqlx::query("DELETE FROM job_runs WHERE run_id = $1 AND state = 'due'")
-                        .bind(run_id)
-                        .execute(self.log.pool())
-                        .await?;
-                }
-                return Ok(Done::of(result?));
-            }
+            JobRequest::RunNow { run_id } => return self.run_now(job_id, &job, tenant_id, run_id, meta).await,
         };
         Ok(Done::of(self.run(&self.jobs, job_id, command, meta).await?))
+    }
+
+    /// Queues a run and records the request. Queued first: a run recorded but never queued would hold the
+    /// job. The same request again (a retry) does nothing more; a run id of another job is refused.
+    async fn run_now(
+        &self,
+        job_id: Uuid,
+        job: &Job,
+        tenant_id: Uuid,
+        run_id: Uuid,
+        meta: recall_domain::CommandMeta,
+    ) -> Result<Done, AdminError> {
+        let pool = self.log.pool();
+        sqlx::query(
+            "INSERT INTO job_runs (run_id, job_id, tenant_id, trigger) VALUES ($1, $2, $3, 'manual')
+             ON CONFLICT (run_id) DO NOTHING",
+        )
+        .bind(run_id)
+        .bind(job_id)
+        .bind(tenant_id)
+        .execute(pool)
+        .await?;
+        let (owner, state): (Uuid, String) =
+            sqlx::query_as("SELECT job_id, state FROM job_runs WHERE run_id = $1").bind(run_id).fetch_one(pool).await?;
+        if owner != job_id {
+            return Err(AdminError::Invalid("this run id belongs to another job; use a new one".to_owned()));
+        }
+        if state == "finished" || state == "failed" {
+            // Asked again after it ran: it is done.
+            return Ok(Done::default());
+        }
+        // A run the job still counts as under way but that no queue row holds any more (it cannot finish):
+        // recorded as failed, so the job can run again.
+        if let Some(stale) = job.current_run().filter(|current| *current != run_id) {
+            let live: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM job_runs WHERE run_id = $1 AND state IN ('due', 'running'))",
+            )
+            .bind(stale)
+            .fetch_one(pool)
+            .await?;
+            if !live {
+                let fail = JobCommand::FailRun {
+                    run_id: stale,
+                    progress: RunProgress::default(),
+                    error: "the run was no longer queued anywhere; it was ended so the job can run again".to_owned(),
+                };
+                self.run(&self.jobs, job_id, fail, meta.clone()).await?;
+            }
+        }
+        let result = self.run(&self.jobs, job_id, JobCommand::RequestRun { run_id }, meta).await;
+        match &result {
+            Ok(_) => {
+                // Wakes the job runners at once (they look every few seconds anyway).
+                if let Err(e) = sqlx::query("SELECT pg_notify($1, '')").bind(JOBS_CHANNEL).execute(pool).await {
+                    tracing::debug!(error = %e, "cannot wake the job runners; they will find the run on their own");
+                }
+            }
+            Err(_) => {
+                sqlx::query("DELETE FROM job_runs WHERE run_id = $1 AND job_id = $2 AND state = 'due'")
+                    .bind(run_id)
+                    .bind(job_id)
+                    .execute(pool)
+                    .await?;
+            }
+        }
+        Ok(Done::of(result?))
     }
 
     /// The job's storage target must be the tenant's, and usable: not deleted, and an object store (local
