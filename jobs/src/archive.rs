@@ -295,10 +295,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_history_takes_the_last_named_parties_the_assignment_pauses_and_the_end() {
-        let started_at: DateTime<Utc> = "2026-03-01T10:00:00Z".parse().unwrap();
-        let start = CallStart {
+    fn start_at(started_at: DateTime<Utc>) -> CallStart {
+        CallStart {
             tenant_id: Uuid::from_u128(1),
             sip_call_id: "abc".into(),
             direction: CallDirection::Inbound,
@@ -308,7 +306,13 @@ mod tests {
             site: "east".into(),
             recorder_node: "n1".into(),
             started_at,
-        };
+        }
+    }
+
+    #[test]
+    fn a_history_takes_the_last_named_parties_the_assignment_pauses_and_the_end() {
+        let started_at: DateTime<Utc> = "2026-03-01T10:00:00Z".parse().unwrap();
+        let start = start_at(started_at);
         let bob = vec![Participant { name: Some("Bob".into()), aor: "sip:bob@x".into() }];
         let at = |s: i64| started_at + chrono::Duration::seconds(s);
         let events = [
@@ -342,17 +346,7 @@ mod tests {
 
     #[test]
     fn a_redacted_description_names_no_person_and_no_access() {
-        let start = CallStart {
-            tenant_id: Uuid::from_u128(1),
-            sip_call_id: "abc".into(),
-            direction: CallDirection::Inbound,
-            participants: vec![],
-            extension: None,
-            user_id: None,
-            site: "east".into(),
-            recorder_node: "n1".into(),
-            started_at: Utc::now(),
-        };
+        let start = start_at(Utc::now());
         let mut assigned = archived(
             2,
             &CallEvent::CallAssigned { user_id: Uuid::from_u128(5), extension: None, previous_user_id: None },
