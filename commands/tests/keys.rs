@@ -116,6 +116,31 @@ async fn a_revoked_grant_stops_playback_at_once_even_in_a_session_that_opened_th
 }
 
 #[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
+async fn a_sessions_data_keys_are_unwrapped_once_and_gone_with_the_grant(pool: PgPool) {
+    let world = World::build(pool).await;
+    let key_id = generate(&world, &world.admin_a, world.tenant_a, "Main key").await.expect("generated");
+    grant(&world, &world.admin_a, key_id, world.agent_a1.user_id).await.expect("granted");
+    let public = world.admin.open_tenant_key(&world.admin_a.caller, key_id).await.expect("opens").public();
+    let (mut sealer, mut stored) = FileSealer::new(&public, key_id, Uuid::now_v7()).expect("sealer");
+    sealer.push(b"a recorded call", &mut stored).expect("push");
+    sealer.finish(&[], &mut stored).expect("finish");
+    let header = recall_crypto::file::FileHeader::parse(&stored).expect("a header");
+    let (agent, admin) = (&world.agent_a1.caller, &world.admin_a.caller);
+    let first = world.admin.open_data_key(agent, key_id, &header).await.expect("allowed").expect("unwraps");
+    let again = world.admin.open_data_key(agent, key_id, &header).await.expect("allowed").expect("unwraps");
+    assert!(std::sync::Arc::ptr_eq(&first, &again), "the second range request reuses the unwrapped key");
+    // Another session of someone else unwraps its own copy.
+    let other = world.admin.open_data_key(admin, key_id, &header).await.expect("allowed").expect("unwraps");
+    assert!(!std::sync::Arc::ptr_eq(&first, &other));
+    world
+        .as_(&world.admin_a, key(key_id, EncryptionKeyRequest::Revoke { user_id: world.agent_a1.user_id }))
+        .await
+        .expect("revoked");
+    let refused = world.admin.open_data_key(agent, key_id, &header).await.map(|_| ());
+    assert!(matches!(refused, Err(AdminError::Forbidden(_))), "no cached key outlives the grant: {refused:?}");
+}
+
+#[sqlx::test(migrator = "recall_migrations::MIGRATOR")]
 async fn an_administrators_password_reset_destroys_the_users_grants_and_a_new_grant_works_after_sign_in(pool: PgPool) {
     let world = World::build(pool).await;
     let key_id = generate(&world, &world.admin_a, world.tenant_a, "Main key").await.expect("generated");

@@ -280,11 +280,10 @@ async fn open_encrypted(
     }
     // The key as this installation knows it (a restored file's key may have been imported under another id).
     let key_id = stored.encryption.as_ref().map_or(header.key_id(), |e| e.key_id);
-    let tenant_key = state.admin.open_tenant_key(&viewer.principal.caller, key_id).await?;
-    let unwrap_header = header.clone();
-    let data_key = tokio::task::spawn_blocking(move || unwrap_header.unwrap_key(&tenant_key))
-        .await
-        .map_err(|e| unavailable("the recording's key could not be unwrapped", e))?
+    let data_key = state
+        .admin
+        .open_data_key(&viewer.principal.caller, key_id, &header)
+        .await?
         .map_err(|e| tampered(call_id, e))?;
     let termination = match stored.encryption.as_ref().and_then(|e| e.unterminated_chunks) {
         Some(chunks) => Termination::Unterminated { chunks },

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use recall_crypto::{CryptoError, Grant, KeyImport, PrivateKey, SealedUserKey, UnlockedUserKey, UserKeyIds};
+use recall_crypto::file::FileHeader;
+use recall_crypto::{CryptoError, DataKey, Grant, KeyImport, PrivateKey, SealedUserKey, UnlockedUserKey, UserKeyIds};
 use recall_domain::access::{Permission, Resource};
 use recall_domain::encryption_key::{EncryptionKeyCommand, GrantEndReason};
 use recall_domain::tenant::TenantCommand;
@@ -84,7 +85,21 @@ struct SessionKeys {
     expires_at: DateTime<Utc>,
     /// Tenant keys this session opened from its grants, by key id.
     tenant_keys: HashMap<Uuid, Arc<PrivateKey>>,
+    /// Recordings' data keys this session unwrapped, by tenant key id and recording id: a player asks for
+    /// many ranges of one file, and each would otherwise cost an RSA decryption. Forgotten with the tenant
+    /// key (revocation, reset, destruction) and with the session.
+    data_keys: HashMap<(Uuid, Uuid), Arc<DataKey>>,
 }
+
+impl SessionKeys {
+    fn forget(&mut self, key_id: Uuid) {
+        self.tenant_keys.remove(&key_id);
+        self.data_keys.retain(|(key, _), _| *key != key_id);
+    }
+}
+
+/// The most data keys a session keeps; past it the session's cache starts afresh.
+const DATA_KEYS_PER_SESSION: usize = 256;
 
 /// Unlocked keys of live sessions, in this process's memory only (never written anywhere). A session
 /// signed in on another node has to sign in here to play encrypted recordings here.
@@ -110,7 +125,13 @@ impl Keyring {
         let now = now();
         self.with(|sessions| {
             sessions.retain(|_, keys| keys.expires_at > now);
-            sessions.insert(session_id, SessionKeys { user: Arc::new(user), expires_at, tenant_keys: HashMap::new() });
+            let keys = SessionKeys {
+                user: Arc::new(user),
+                expires_at,
+                tenant_keys: HashMap::new(),
+                data_keys: HashMap::new(),
+            };
+            sessions.insert(session_id, keys);
         });
     }
 
@@ -131,19 +152,34 @@ impl Keyring {
         });
     }
 
-    /// Forgets `user_id`'s sessions' copies of `key_id` (`None`: the whole keyring of those sessions).
+    fn data_key(&self, session_id: Uuid, key_id: Uuid, recording_id: Uuid) -> Option<Arc<DataKey>> {
+        self.with(|sessions| sessions.get(&session_id).and_then(|k| k.data_keys.get(&(key_id, recording_id)).cloned()))
+    }
+
+    fn remember_data_key(&self, session_id: Uuid, key_id: Uuid, recording_id: Uuid, key: Arc<DataKey>) {
+        self.with(|sessions| {
+            if let Some(keys) = sessions.get_mut(&session_id) {
+                if keys.data_keys.len() >= DATA_KEYS_PER_SESSION {
+                    keys.data_keys.clear();
+                }
+                keys.data_keys.insert((key_id, recording_id), key);
+            }
+        });
+    }
+
+    /// Forgets `user_id`'s sessions' copies of `key_id` and what it unwrapped (`None`: the whole keyring of
+    /// those sessions).
     fn forget_user(&self, user_id: Uuid, key_id: Option<Uuid>) {
         self.with(|sessions| match key_id {
-            Some(key_id) => sessions
-                .values_mut()
-                .filter(|k| k.user.ids().user_id == user_id)
-                .for_each(|k| drop(k.tenant_keys.remove(&key_id))),
+            Some(key_id) => {
+                sessions.values_mut().filter(|k| k.user.ids().user_id == user_id).for_each(|k| k.forget(key_id))
+            }
             None => sessions.retain(|_, k| k.user.ids().user_id != user_id),
         });
     }
 
     fn forget_key(&self, key_id: Uuid) {
-        self.with(|sessions| sessions.values_mut().for_each(|k| drop(k.tenant_keys.remove(&key_id))));
+        self.with(|sessions| sessions.values_mut().for_each(|k| k.forget(key_id)));
     }
 
     pub(crate) fn forget_session(&self, session_id: Uuid) {
@@ -191,6 +227,33 @@ impl Admin {
         let open = Arc::new(open);
         self.keyring.remember_tenant_key(session, key_id, open.clone());
         Ok(open)
+    }
+
+    /// The data key of an encrypted recording whose header is `header`, unwrapped with tenant key `key_id`
+    /// (the key as this installation names it) for `caller`, who must hold it: checked on every call, so a
+    /// revocation counts at once; the unwrap itself is done once per session and recording. The inner
+    /// error: the header's wrapped key does not open (a damaged or forged file).
+    pub async fn open_data_key(
+        &self,
+        caller: &Caller,
+        key_id: Uuid,
+        header: &FileHeader,
+    ) -> Result<Result<Arc<DataKey>, CryptoError>, AdminError> {
+        let tenant_key = self.open_tenant_key(caller, key_id).await?;
+        let session = caller.session_id.ok_or(AdminError::NotFound("session"))?;
+        let recording_id = header.recording_id();
+        if let Some(open) = self.keyring.data_key(session, key_id, recording_id) {
+            return Ok(Ok(open));
+        }
+        let header = header.clone();
+        match blocking(move || header.unwrap_key(&tenant_key)).await? {
+            Ok(data_key) => {
+                let data_key = Arc::new(data_key);
+                self.keyring.remember_data_key(session, key_id, recording_id, data_key.clone());
+                Ok(Ok(data_key))
+            }
+            Err(e) => Ok(Err(e)),
+        }
     }
 
     pub(super) async fn encryption_key(
