@@ -461,7 +461,9 @@ async fn a_scheduled_backup_runs_once_per_slot_however_many_runners_look(pool: P
     record(&site, &audio(3_000, 6), None).await;
     let dir = tempfile::tempdir().expect("dir");
     let target = add_target(&site, "Backups", dir.path()).await;
-    let first_at = chrono::Utc::now() + chrono::Duration::seconds(2);
+    // Far enough ahead that defining the job (and the projections catching up) ends before it, even on a
+    // busy machine: a slot that fell due before its job was defined does not count.
+    let first_at = chrono::Utc::now() + chrono::Duration::seconds(8);
     let schedule = recall_domain::job::Schedule { first_at, every_hours: 24 };
     let job_id = id();
     let kind = JobKind::Backup { target_id: target, path: "nightly".into() };
@@ -469,9 +471,11 @@ async fn a_scheduled_backup_runs_once_per_slot_however_many_runners_look(pool: P
         JobRequest::Define { tenant_id: site.world.tenant_a, name: "Nightly".into(), kind, schedule: Some(schedule) };
     site.world.as_(&site.world.admin_a, AdminCommand::Job { job_id, request }).await.expect("defined");
     caught_up(&site).await;
+    assert!(chrono::Utc::now() < first_at, "the test's set-up took longer than the schedule leaves it");
     assert_eq!(site.runner.schedule_due().await.expect("schedules"), 0, "not due yet");
     assert!(site.runner.run_next().await.expect("queue").is_none());
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let until_due = (first_at - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(until_due + Duration::from_millis(300)).await;
     // Two processes look at once: the slot is queued once.
     let other = JobRunner::new(site.world.admin.clone(), RunnerOptions::new("worker-2"));
     let (a, b) = tokio::join!(site.runner.schedule_due(), other.schedule_due());
