@@ -299,15 +299,9 @@ fn valid_kind(kind: JobKind, schedule: Option<Schedule>) -> Result<JobKind, JobE
     })
 }
 
-/// One line, cut to 1,000 characters: errors come from libraries and remote servers.
+/// Errors and worker names come from libraries and remote servers: one line, cut to 1,000 characters.
 fn one_line(text: &str) -> String {
-    text.split(|c: char| c.is_whitespace() || c.is_control())
-        .filter(|w| !w.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
-        .chars()
-        .take(1000)
-        .collect()
+    crate::names::one_line(text, 1000)
 }
 
 impl Job {

@@ -38,6 +38,14 @@ pub fn display_name(raw: &str) -> Result<String, NameError> {
     Ok(name.to_owned())
 }
 
+/// Text from a library or a remote server (an error, a test's outcome) as one line: every run of white space
+/// or control characters becomes one space; then cut to `max_chars` characters. Cleaned, not refused.
+pub fn one_line(text: &str, max_chars: usize) -> String {
+    let spaced: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let line = spaced.split_whitespace().collect::<Vec<_>>().join(" ");
+    line.chars().take(max_chars).collect::<String>().trim_end().to_owned()
+}
+
 /// The form of a name that uniqueness is decided on: trimmed and lower-cased, so `Sales` and ` sales `
 /// are the same name.
 pub fn unique_key(name: &str) -> String {

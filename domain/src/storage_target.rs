@@ -399,13 +399,6 @@ fn valid_fingerprint(fingerprint: String) -> Result<String, StorageTargetError> 
     }
 }
 
-/// One line: every run of white space or control characters becomes one space; then cut to length.
-fn clean_detail(detail: &str) -> String {
-    let spaced: String = detail.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    let line = spaced.split_whitespace().collect::<Vec<_>>().join(" ");
-    line.chars().take(MAX_TEST_DETAIL_CHARS).collect::<String>().trim_end().to_owned()
-}
-
 impl Aggregate for StorageTarget {
     const TYPE: &'static str = "StorageTarget";
     type Command = StorageTargetCommand;
@@ -439,7 +432,11 @@ impl Aggregate for StorageTarget {
             }
             C::RecordConnectionTest { ok, detail, tested_at } => {
                 self.existing()?;
-                Ok(vec![E::StorageTargetTested { ok, detail: clean_detail(&detail), tested_at }])
+                Ok(vec![E::StorageTargetTested {
+                    ok,
+                    detail: crate::names::one_line(&detail, MAX_TEST_DETAIL_CHARS),
+                    tested_at,
+                }])
             }
             C::DeleteStorageTarget => {
                 self.existing()?;

@@ -14,11 +14,9 @@ use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::{stream, StreamExt, TryStreamExt};
-use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 use recall_commands::admin::{AdminError, RecordingAccess};
-use recall_commands::storage_probe::object_store_for;
 use recall_crypto::file::{FileHeader, FileOpener, PlainFile, Termination};
 use recall_domain::access::Permission;
 use serde::Deserialize;
@@ -233,24 +231,20 @@ async fn visible_recording(state: &ApiState, viewer: &Viewer, call_id: Uuid) -> 
 }
 
 async fn store_for(state: &ApiState, tenant_id: Uuid, target: Option<Uuid>) -> Result<Arc<dyn ObjectStore>, Refusal> {
-    match target {
-        Some(target_id) => {
-            let resolved = state.admin.resolve_storage_target(tenant_id, target_id).await?;
-            object_store_for(&resolved).map_err(|e| {
-                Refusal(
-                    StatusCode::NOT_IMPLEMENTED,
-                    format!("recordings cannot be read back from this storage target: {e}"),
-                )
-            })
-        }
-        None => {
-            let dir = state.options.recordings_dir.0.clone().ok_or_else(|| {
-                Refusal(StatusCode::NOT_FOUND, "this server does not hold the installation's recordings".to_owned())
-            })?;
-            let store = LocalFileSystem::new_with_prefix(&dir)
-                .map_err(|e| unavailable("the recordings directory cannot be opened", e))?;
-            Ok(Arc::new(store))
-        }
+    let local = state.options.recordings_dir.0.as_deref();
+    if target.is_none() && local.is_none() {
+        return Err(Refusal(
+            StatusCode::NOT_FOUND,
+            "this server does not hold the installation's recordings".to_owned(),
+        ));
+    }
+    match state.admin.recordings_store(tenant_id, target, local).await {
+        Ok(store) => Ok(store),
+        Err(AdminError::Invalid(e)) if target.is_some() => Err(Refusal(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("recordings cannot be read back from this storage target: {e}"),
+        )),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -535,21 +529,9 @@ async fn public_keys(
     fingerprints: &std::collections::HashMap<Uuid, String>,
 ) -> Result<Vec<recall_jobs::archive::ArchivedKey>, Refusal> {
     let ids: Vec<Uuid> = fingerprints.keys().copied().collect();
-    let rows: Vec<(Uuid, String, Vec<u8>)> = sqlx::query_as(
-        "SELECT key_id, fingerprint, public_key FROM tenant_keys WHERE key_id = ANY($1) ORDER BY key_id",
-    )
-    .bind(ids)
-    .fetch_all(state.log.pool())
-    .await
-    .map_err(|e| unavailable("the encryption keys cannot be read", e))?;
-    Ok(rows
-        .into_iter()
-        .map(|(key_id, fingerprint, der)| recall_jobs::archive::ArchivedKey {
-            key_id,
-            fingerprint,
-            public_key_pem: recall_crypto::PublicKey::from_der(&der).ok().map(|k| k.to_pem()),
-        })
-        .collect())
+    recall_jobs::archive::public_keys(state.log.pool(), &ids)
+        .await
+        .map_err(|e| unavailable("the encryption keys cannot be read", e))
 }
 
 /// Hands what the ZIP writer writes to the response body.

@@ -185,6 +185,24 @@ impl ArchivedCall {
     }
 }
 
+/// The public part of the keys `key_ids` (from the key store), as `keys.json` lists them.
+pub async fn public_keys(pool: &sqlx::PgPool, key_ids: &[Uuid]) -> Result<Vec<ArchivedKey>, sqlx::Error> {
+    let rows: Vec<(Uuid, String, Vec<u8>)> = sqlx::query_as(
+        "SELECT key_id, fingerprint, public_key FROM tenant_keys WHERE key_id = ANY($1) ORDER BY key_id",
+    )
+    .bind(key_ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(key_id, fingerprint, der)| ArchivedKey {
+            key_id,
+            fingerprint,
+            public_key_pem: recall_crypto::PublicKey::from_der(&der).ok().map(|k| k.to_pem()),
+        })
+        .collect())
+}
+
 /// The recording the log says is stored for a call (the last one told).
 pub fn stored_recording(events: &[recall_commands::StoredEvent]) -> Option<StoredRecording> {
     events.iter().rev().find_map(|e| match serde_json::from_str::<CallEvent>(&e.payload).ok()? {

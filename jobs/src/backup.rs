@@ -124,9 +124,7 @@ async fn back_up_call(
     let fingerprint = |key_id: Uuid| fingerprints.get(&key_id).cloned();
     let key_of = archive::stored_recording(&stored).and_then(|r| r.encryption.map(|e| e.key_id));
     let Some(call) = archive::describe(call_id, ctx.tenant_id, site, &stored, key_of.and_then(fingerprint)) else {
-        ctx.note(format!("call {call_id}: the log holds no stored recording of it; not backed up"));
-        ctx.progress.failed += 1;
-        return Ok(());
+        return ctx.failed(format!("call {call_id}: the log holds no stored recording of it; not backed up"));
     };
     let recording = &call.recording;
     let file_path = Path::from(format!("{root}/{}", call.file));
@@ -146,11 +144,7 @@ async fn back_up_call(
         let source = match sources.get(runner, ctx.tenant_id, recording.storage_target_id).await {
             Ok(source) => source,
             Err(e @ (AdminError::Unavailable(_) | AdminError::Internal(_))) => return Err(e.into()),
-            Err(e) => {
-                ctx.note(format!("call {call_id}: its storage cannot be read ({e}); not backed up"));
-                ctx.progress.failed += 1;
-                return Ok(());
-            }
+            Err(e) => return ctx.failed(format!("call {call_id}: its storage cannot be read ({e}); not backed up")),
         };
         let location = Path::from(recording.location.as_str());
         match copy_verified(source.as_ref(), &location, archive, &file_path, &recording.sha256, recording.size_bytes)
@@ -161,11 +155,7 @@ async fn back_up_call(
                 ctx.progress.bytes += bytes;
             }
             Err(CopyError::Store(e)) => return Err(e.into()),
-            Err(e) => {
-                ctx.note(format!("call {call_id}: {e}; not backed up"));
-                ctx.progress.failed += 1;
-                return Ok(());
-            }
+            Err(e) => return ctx.failed(format!("call {call_id}: {e}; not backed up")),
         }
     } else {
         ctx.progress.skipped += 1;
@@ -196,17 +186,16 @@ async fn write_keys(
         Some(Ok(listed)) => listed.into_iter().map(|k| (k.key_id, k)).collect(),
         _ => BTreeMap::new(),
     };
-    let used: Vec<(Uuid, String, Vec<u8>)> = sqlx::query_as(
-        "SELECT k.key_id, k.fingerprint, k.public_key FROM tenant_keys k
+    let used: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT k.key_id FROM tenant_keys k
           WHERE k.tenant_id = $1 AND EXISTS (SELECT 1 FROM rm_calls.calls c
                                                WHERE c.tenant_id = $1 AND c.encryption_key_id = k.key_id)",
     )
     .bind(tenant_id)
     .fetch_all(&runner.pool)
     .await?;
-    for (key_id, fingerprint, der) in used {
-        let pem = recall_crypto::PublicKey::from_der(&der).ok().map(|k| k.to_pem());
-        keys.insert(key_id, ArchivedKey { key_id, fingerprint, public_key_pem: pem });
+    for key in archive::public_keys(&runner.pool, &used).await? {
+        keys.insert(key.key_id, key);
     }
     let keys: Vec<ArchivedKey> = keys.into_values().collect();
     write_json(archive, &path, &keys).await?;

@@ -567,6 +567,13 @@ impl<'a> RunCtx<'a> {
         }
     }
 
+    /// One call could not be done: noted, counted as failed; the run goes on.
+    pub fn failed(&mut self, note: String) -> Result<(), RunError> {
+        self.note(note);
+        self.progress.failed += 1;
+        Ok(())
+    }
+
     /// One item is done: moves the cursor past it, renews the lease and saves the cursor every second,
     /// records progress in the log every ten.
     pub async fn done(&mut self, after: String) -> Result<(), RunError> {

@@ -91,22 +91,22 @@ async fn restore_call(
 ) -> Result<(), RunError> {
     let archived: ArchivedCall = match archive.call(name).await? {
         Some(Ok(call)) => call,
-        Some(Err(e)) => return fail(ctx, format!("{name} cannot be read ({e}); not restored")),
-        None => return fail(ctx, format!("{name} went missing from the archive; not restored")),
+        Some(Err(e)) => return ctx.failed(format!("{name} cannot be read ({e}); not restored")),
+        None => return ctx.failed(format!("{name} went missing from the archive; not restored")),
     };
     let call_id = archived.call_id;
     if archive::call_id_of(&Path::from(name)) != Some(call_id) {
-        return fail(ctx, format!("{name} describes call {call_id}, not the one its name says; not restored"));
+        return ctx.failed(format!("{name} describes call {call_id}, not the one its name says; not restored"));
     }
     if !archive::is_entry_of(call_id, &archived.file) {
-        return fail(ctx, format!("{name} names a file outside its call's place in the archive; not restored"));
+        return ctx.failed(format!("{name} names a file outside its call's place in the archive; not restored"));
     }
     let file = archived.file.as_str();
     let recording = &archived.recording;
     let local = runner.calls.load(&call_id.to_string()).await?;
     if local.exists() {
         if local.tenant_id() != Some(ctx.tenant_id) {
-            return fail(ctx, format!("call {call_id} is another tenant's here; left as it is"));
+            return ctx.failed(format!("call {call_id} is another tenant's here; left as it is"));
         }
         let events = read_aggregate(&runner.pool, "Call", &call_id.to_string())
             .await
@@ -128,7 +128,7 @@ async fn restore_call(
         {
             Ok(store) => store,
             Err(e @ (AdminError::Unavailable(_) | AdminError::Internal(_))) => return Err(e.into()),
-            Err(e) => return fail(ctx, format!("call {call_id}: its storage cannot be used ({e}); not put back")),
+            Err(e) => return ctx.failed(format!("call {call_id}: its storage cannot be used ({e}); not put back")),
         };
         let location = Path::from(here.location.as_str());
         if size_of(store.as_ref(), &location).await? == Some(here.size_bytes) {
@@ -144,7 +144,7 @@ async fn restore_call(
                 Ok(())
             }
             Err(CopyError::Store(e)) => Err(e.into()),
-            Err(e) => fail(ctx, format!("call {call_id}: {e}; not put back")),
+            Err(e) => ctx.failed(format!("call {call_id}: {e}; not put back")),
         }
     } else {
         restore_new_call(runner, ctx, archive, &archived, file, into).await
@@ -162,7 +162,7 @@ async fn restore_new_call(
     let call_id = archived.call_id;
     let history = match CallHistory::of(&archived.events) {
         Ok(history) => history,
-        Err(e) => return fail(ctx, format!("call {call_id}: {e}; not restored")),
+        Err(e) => return ctx.failed(format!("call {call_id}: {e}; not restored")),
     };
     let encryption = match &archived.recording.encryption {
         None => None,
@@ -178,14 +178,11 @@ async fn restore_new_call(
             .fetch_optional(&runner.pool)
             .await?;
             let Some(key_id) = local else {
-                return fail(
-                    ctx,
-                    format!(
-                        "call {call_id} is encrypted with key {} (fingerprint {fingerprint}), which this tenant does \
+                return ctx.failed(format!(
+                    "call {call_id} is encrypted with key {} (fingerprint {fingerprint}), which this tenant does \
                          not have: import that key, then run the restore again",
-                        encryption.header_key_id()
-                    ),
-                );
+                    encryption.header_key_id()
+                ));
             };
             let header = encryption.header_key_id();
             Some(RecordingEncryption {
@@ -213,7 +210,7 @@ async fn restore_new_call(
     // A run that copied the file and stopped before recording the call left it there; anything else in its
     // place is not overwritten.
     if size_of(into.store, &path).await?.is_some() && !crate::copy::has_sha256(into.store, &path, sha256).await? {
-        return fail(ctx, format!("call {call_id}: another file is where it belongs ({location}); not restored"));
+        return ctx.failed(format!("call {call_id}: another file is where it belongs ({location}); not restored"));
     }
     let restored = RestoredCall {
         call_id,
@@ -237,12 +234,12 @@ async fn restore_new_call(
     // Checked before the file is copied: a call the log would refuse leaves no file behind.
     let restored = match restored.checked() {
         Ok(restored) => restored,
-        Err(e) => return fail(ctx, format!("call {call_id} cannot be restored: {e}")),
+        Err(e) => return ctx.failed(format!("call {call_id} cannot be restored: {e}")),
     };
     let bytes = match archive.copy_file(file, into.store, &path, sha256, archived.recording.size_bytes).await {
         Ok(bytes) => bytes,
         Err(CopyError::Store(e)) => return Err(e.into()),
-        Err(e) => return fail(ctx, format!("call {call_id}: {e}; not restored")),
+        Err(e) => return ctx.failed(format!("call {call_id}: {e}; not restored")),
     };
     let restore = CallCommand::RestoreCall(Box::new(restored));
     let outcome = runner.calls.execute(&call_id.to_string(), restore, runner.meta(ctx.tenant_id)).await;
@@ -262,7 +259,7 @@ async fn restore_new_call(
         }
         Err(e @ (CommandError::Refused(_) | CommandError::Taken(_))) => {
             let _ = into.store.delete(&path).await;
-            fail(ctx, format!("call {call_id} cannot be restored: {e}"))
+            ctx.failed(format!("call {call_id} cannot be restored: {e}"))
         }
         Err(e) => Err(e.into()),
     }
@@ -273,11 +270,4 @@ fn restored_location(tenant_id: Uuid, call_id: Uuid, start: &CallStart, recordin
     let suffix = if recording.encryption.is_some() { ".enc" } else { "" };
     let day = start.started_at.format("%Y/%m/%d");
     format!("{tenant_id}/{day}/{call_id}.{}{suffix}", recording.format.extension())
-}
-
-/// One call not done, with the reason noted; the run goes on.
-fn fail(ctx: &mut RunCtx<'_>, note: String) -> Result<(), RunError> {
-    ctx.note(note);
-    ctx.progress.failed += 1;
-    Ok(())
 }
